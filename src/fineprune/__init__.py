@@ -1,0 +1,1 @@
+"""fineprune: fine-pruning of Hugging Face transformer encoders."""
