@@ -1,0 +1,102 @@
+"""PruningConfig: every pruning setting, typed, documented and validated on creation.
+
+Each field's description is its help text, in the YAML config and in ``--help`` alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["none", "magnitude", "movement", "soft_movement", "l0"]
+TOPV_METHODS = ("magnitude", "movement")
+STEERABLE_METHODS = ("soft_movement", "l0")
+SCORED_METHODS = ("movement", "soft_movement", "l0")
+
+DEFAULT_LAMBDA = {"soft_movement": 400.0, "l0": 125.0}
+DEFAULT_SCORES_INIT = {"movement": 0.0, "soft_movement": 0.0, "l0": math.log(9.0)}
+
+
+class PruningConfig(BaseModel):
+    """What to prune, how, and on which schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Method = Field("movement", description="none | magnitude | movement | soft_movement | l0.")
+    scope: Literal["local", "global"] = Field(
+        "local",
+        description="Top-v per matrix (local) or one threshold over all pruned matrices (global). For a steered "
+        "soft_movement / l0 run it is how the final density is met.",
+    )
+    initial_density: float = Field(1.0, gt=0, le=1, description="Density (fraction kept) before warm-up ends.")
+    final_density: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Fraction of the pruned weights kept at the end. Required for magnitude / movement; for "
+        "soft_movement / l0 the target the run is steered to (leave it out for the paper's fixed lambda).",
+    )
+    initial_threshold: float = Field(0.0, ge=0, lt=1, description="soft_movement: threshold tau on sigmoid(S).")
+    final_threshold: float = Field(0.1, ge=0, lt=1, description="soft_movement: final threshold tau.")
+    regularization_lambda: float | None = Field(
+        None, ge=0, description="Final lambda of the regularizer (default: 400 soft_movement, 125 l0)."
+    )
+    warmup_steps: int | float = Field(
+        0.1, ge=0, description="Steps at the initial value: optimizer steps, or a fraction of the run if < 1."
+    )
+    cooldown_steps: int | float = Field(
+        0.2, ge=0, description="Steps at the final value at the end: optimizer steps, or a fraction if < 1."
+    )
+    scores_init: float | None = Field(None, description="Initial score (default 0; log 9 for l0).")
+    scores_learning_rate: float = Field(1e-2, gt=0, description="Learning rate of the scores' optimizer group.")
+    min_density: float = Field(0.005, ge=0, le=1, description="soft_movement: fraction always kept per matrix.")
+    block_shape: tuple[int, int] = Field(
+        (1, 1), description="One score per block of (rows, cols) weights; (1, 1) is unstructured pruning."
+    )
+    target_modules: list[str] | None = Field(
+        None,
+        description="Regular expressions on module names selecting the nn.Linear layers to prune; by default "
+        "every nn.Linear inside the encoder's layers.",
+    )
+    exclude_modules: list[str] = Field(default_factory=list, description="Regular expressions of names to skip.")
+    controller_gain: float = Field(
+        0.05, gt=0, description="Steered runs: how fast lambda reacts to the gap between density and target."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PruningConfig:
+        if self.method in TOPV_METHODS and self.final_density is None:
+            raise ValueError(f"method {self.method} needs final_density (the fraction of weights to keep)")
+        if self.final_density is not None and self.final_density > self.initial_density:
+            raise ValueError(
+                f"final_density {self.final_density} is above initial_density {self.initial_density}: "
+                "pruning only removes weights"
+            )
+        if self.method == "soft_movement" and self.final_threshold < self.initial_threshold:
+            raise ValueError(
+                f"final_threshold {self.final_threshold} is below initial_threshold {self.initial_threshold}"
+            )
+        for name in ("warmup_steps", "cooldown_steps"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not (value < 1 or value.is_integer()):
+                raise ValueError(f"{name} {value}: give whole steps or a fraction below 1")
+        if min(self.block_shape) < 1:
+            raise ValueError(f"block_shape {self.block_shape} must be positive")
+        return self
+
+    @property
+    def steered(self) -> bool:
+        """Soft movement / L0 with a target density: lambda and, in cool-down, the threshold are steered."""
+        return self.method in STEERABLE_METHODS and self.final_density is not None
+
+    @property
+    def lambda_final(self) -> float:
+        if self.regularization_lambda is not None:
+            return self.regularization_lambda
+        return DEFAULT_LAMBDA.get(self.method, 0.0)
+
+    @property
+    def initial_score(self) -> float:
+        return self.scores_init if self.scores_init is not None else DEFAULT_SCORES_INIT.get(self.method, 0.0)

