@@ -13,6 +13,7 @@ from fineprune.pruning.masks import (
     hard_concrete_gate,
     hard_concrete_sample,
     keep_count,
+    kth_smallest,
     threshold_mask,
     topv_mask,
     topv_masks,
@@ -124,3 +125,24 @@ def test_block_scores_and_gradient():
     StraightThroughMask.apply(wp, s, mask.float(), (2, 2)).sum().backward()
     # dL/dW' = 1 everywhere: each block score gets the sum of its weights
     assert s.grad.tolist() == [[-22.0, -14.0], [10.0, 18.0]]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.randn(300_000, generator=torch.Generator().manual_seed(0)),
+        torch.randint(0, 7, (200_000,), generator=torch.Generator().manual_seed(1)).float(),  # heavy ties
+        torch.cat([torch.zeros(150_000), torch.randn(100_000, generator=torch.Generator().manual_seed(2))]),
+    ],
+)
+@pytest.mark.parametrize("fraction", [0.0001, 0.03, 0.5, 0.9, 0.99999])
+def test_kth_smallest_is_exact_on_large_tensors(values, fraction):
+    j = max(1, int(fraction * values.numel()))
+    assert kth_smallest(values, j) == values.sort().values[j - 1]
+
+
+def test_topv_on_large_tensor_keeps_exact_count_and_the_largest():
+    scores = torch.randn(500, 400, generator=torch.Generator().manual_seed(3))
+    mask = topv_mask(scores, 6000)
+    assert int(mask.sum()) == 6000
+    assert scores[mask].min() > scores[~mask].max()

@@ -63,7 +63,7 @@ class Pruner(nn.Module):
             p.index = i
             p.__dict__["pruner"] = self
         self._clock = (0, 0)
-        self._cache: dict[bool, tuple[tuple, list[Tensor]]] = {}
+        self._cache: tuple[tuple, list[Tensor]] | None = None
         self.last_regularizer: Tensor | None = None
         self.register_load_state_dict_post_hook(lambda module, _keys: module._read_clock())
 
@@ -139,18 +139,6 @@ class Pruner(nn.Module):
         snap = self.config.final_density if self.snapped else None
         return Selection(value=self.schedule_value, training=training, snap_density=snap)
 
-    def _compute(self, training: bool) -> list[Tensor]:
-        weights = self._weights()
-        scores = self._scores() if self.method.uses_scores else [None] * len(weights)
-        with torch.no_grad():
-            group_masks = self.method.masks(
-                self.config,
-                [w.detach() for w in weights],
-                [s.detach() if s is not None else s for s in scores],
-                self._selection(training),
-            )
-        return [expand_mask(m, self.config.block_shape).to(w.dtype) for m, w in zip(group_masks, weights, strict=True)]
-
     def _stochastic(self, training: bool) -> bool:
         return training and self.method.name == "l0" and not self.snapped
 
@@ -160,21 +148,29 @@ class Pruner(nn.Module):
             scores = self.parametrizations[index].scores
             sample = self.method.masks(self.config, [], [scores], self._selection(True))[0]
             return expand_mask(sample, self.config.block_shape)
-        return self.masks(training)[index]
-
-    def masks(self, training: bool = False) -> list[Tensor]:
-        """All weight-level masks in the current state (binary; cached until something they depend on changes)."""
-        tracked = self._weights() if not self.method.uses_scores else self._scores()
-        key = (self._clock, tuple(t._version for t in tracked), tuple(t.data_ptr() for t in tracked))
-        cached = self._cache.get(training)
-        if cached is None or cached[0] != key:
-            cached = (key, self._compute(training))
-            self._cache[training] = cached
-        return cached[1]
+        return self.binary_masks()[index]
 
     def binary_masks(self) -> list[Tensor]:
-        """The deterministic binary masks that evaluation and export use."""
-        return self.masks(training=False)
+        """The deterministic binary masks of the current state: what evaluation and export apply, and training too
+        for every method but L0 (cached until a score, a weight for magnitude, or the clock changes)."""
+        tracked = self._weights() if not self.method.uses_scores else self._scores()
+        key = (self._clock, tuple(t._version for t in tracked), tuple(t.data_ptr() for t in tracked))
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._compute())
+        return self._cache[1]
+
+    def _compute(self) -> list[Tensor]:
+        weights = self._weights()
+        scores = self._scores() if self.method.uses_scores else [None] * len(weights)
+        with torch.no_grad():
+            group_masks = self.method.masks(
+                self.config,
+                [w.detach() for w in weights],
+                [s.detach() if s is not None else s for s in scores],
+                self._selection(training=False),
+            )
+        block = self.config.block_shape
+        return [expand_mask(m, block).to(w.dtype) for m, w in zip(group_masks, weights, strict=True)]
 
     def density(self) -> float:
         """Fraction of the pruned weights kept by the binary masks now."""

@@ -1,0 +1,123 @@
+"""Task families behind one small interface: which model head, which data, how to evaluate.
+
+``get_task(name)`` returns a :class:`Task`; the run code never branches on the task's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, PreTrainedModel
+
+from fineprune.errors import UsageError
+from fineprune.tasks import glue, squad
+
+
+@dataclass
+class TaskData:
+    train: datasets.Dataset  # tokenized training features
+    eval: datasets.Dataset  # tokenized evaluation features
+    eval_examples: datasets.Dataset  # the raw evaluation examples (SQuAD maps windows back to them)
+
+
+class Task:
+    name: str
+    auto_class: type
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def check_model(self, model: PreTrainedModel, where: str) -> None:
+        """Raise a clear error if a model (a teacher, an export) does not fit this task."""
+
+    def prepare(self, config, tokenizer) -> TaskData:
+        raise NotImplementedError
+
+    def evaluate(self, trainer, data: TaskData, output_dir: Path | None) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class ClassificationTask(Task):
+    """MNLI and QQP: sentence pairs -> a label."""
+
+    auto_class = AutoModelForSequenceClassification
+
+    def __init__(self, name: str):
+        self.name = name
+        self.labels = glue.LABELS[name]
+
+    def model_kwargs(self):
+        return {
+            "num_labels": len(self.labels),
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": {label: i for i, label in enumerate(self.labels)},
+        }
+
+    def check_model(self, model, where):
+        if model.config.num_labels != len(self.labels):
+            raise UsageError(
+                f"{where}: the model has {model.config.num_labels} labels, task {self.name} has {len(self.labels)} "
+                f"({', '.join(self.labels)})"
+            )
+
+    def prepare(self, config, tokenizer):
+        t = config.task
+        raw = glue.load_glue(
+            t.name, t.train_file, t.validation_file, t.eval_fraction, t.seed, t.max_train_samples, t.max_eval_samples
+        )
+        return TaskData(
+            train=glue.tokenize(raw["train"], tokenizer, t.name, t.max_seq_length),
+            eval=glue.tokenize(raw["validation"], tokenizer, t.name, t.max_seq_length),
+            eval_examples=raw["validation"],
+        )
+
+    def evaluate(self, trainer, data, output_dir):
+        trainer.compute_metrics = glue.compute_metrics(self.name)
+        metrics = trainer.evaluate(data.eval, metric_key_prefix="eval")
+        return {k.removeprefix("eval_"): v for k, v in metrics.items() if k.removeprefix("eval_") in ("accuracy", "f1")}
+
+
+class QuestionAnsweringTask(Task):
+    """SQuAD v1.1: extractive question answering over windows of the context."""
+
+    name = "squad"
+    auto_class = AutoModelForQuestionAnswering
+
+    def check_model(self, model, where):
+        if not hasattr(model, "qa_outputs") and "QuestionAnswering" not in type(model).__name__:
+            raise UsageError(f"{where}: {type(model).__name__} is not a question-answering model")
+
+    def prepare(self, config, tokenizer):
+        t = config.task
+        raw = squad.load_squad(
+            t.train_file, t.validation_file, t.eval_fraction, t.seed, t.max_train_samples, t.max_eval_samples
+        )
+        kwargs = {"tokenizer": tokenizer, "max_seq_length": t.max_seq_length, "doc_stride": t.doc_stride}
+        train = raw["train"].map(
+            squad.prepare_train_features, batched=True, remove_columns=raw["train"].column_names, fn_kwargs=kwargs
+        )
+        features = raw["validation"].map(
+            squad.prepare_eval_features, batched=True, remove_columns=raw["validation"].column_names, fn_kwargs=kwargs
+        )
+        self._answer_args = {"n_best": t.n_best, "max_answer_length": t.max_answer_length}
+        return TaskData(train=train, eval=features, eval_examples=raw["validation"])
+
+    def evaluate(self, trainer, data, output_dir):
+        inputs = data.eval.remove_columns(["example_id", "offset_mapping"])
+        start, end = trainer.predict(inputs).predictions[:2]
+        predictions = squad.postprocess_predictions(data.eval_examples, data.eval, start, end, **self._answer_args)
+        if output_dir is not None:
+            squad.write_predictions(predictions, Path(output_dir) / "predictions.json")
+        references = {ex["id"]: ex["answers"]["text"] for ex in data.eval_examples}
+        return squad.squad_metrics(predictions, references)
+
+
+def get_task(name: str) -> Task:
+    if name in glue.LABELS:
+        return ClassificationTask(name)
+    if name == "squad":
+        return QuestionAnsweringTask()
+    raise UsageError(f"task.name: unknown task {name!r}; choose one of mnli, qqp, squad")

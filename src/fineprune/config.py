@@ -1,0 +1,190 @@
+"""The run configuration: YAML file + ``--set key=value`` overrides -> a validated, typed RunConfig.
+
+Every error names the file and the key, and says what is wrong (with a did-you-mean for misspelt keys).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from transformers import TrainingArguments
+
+from fineprune.errors import UsageError
+from fineprune.pruning import PruningConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    name_or_path: str = Field(description="Hub id or local folder of the pretrained (or fine-tuned) encoder.")
+    freeze_embeddings: bool = Field(True, description="Keep the embeddings fixed during fine-pruning, as the paper.")
+
+
+class TaskSection(_Section):
+    name: Literal["mnli", "qqp", "squad"] = Field(description="mnli | qqp | squad.")
+    train_file: str | None = Field(None, description="Local data file; null = the hub dataset.")
+    validation_file: str | None = Field(
+        None, description="Local file; null with a train_file: carve eval_fraction of it off, reproducibly."
+    )
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of train_file held out for evaluation.")
+    max_train_samples: int | None = Field(None, ge=1, description="Keep the first N training examples.")
+    max_eval_samples: int | None = Field(None, ge=1, description="Keep the first N evaluation examples.")
+    max_seq_length: int = Field(128, ge=8, description="Tokens per example (per window for squad).")
+    doc_stride: int = Field(128, ge=1, description="squad: overlap between windows of a long context.")
+    n_best: int = Field(20, ge=1, description="squad: start/end candidates per window.")
+    max_answer_length: int = Field(30, ge=1, description="squad: longest answer, in tokens.")
+    seed: int = Field(42, description="Seed of the train/eval split.")
+
+
+class DistillationSection(_Section):
+    teacher: str = Field(description="Folder of the fine-tuned dense teacher (a `method: none` run or export).")
+    alpha_ce: float = Field(0.5, ge=0, description="Weight of the task loss.")
+    alpha_distil: float = Field(0.5, ge=0, description="Weight of the distillation loss.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T of the distillation loss.")
+
+
+_TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "report_to": "none",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 25,
+    "eval_strategy": "no",
+    "per_device_eval_batch_size": 64,
+}
+
+
+class RunConfig(_Section):
+    """A whole run: which model, which task, how to prune, whom to learn from, and the TrainingArguments."""
+
+    model: ModelSection
+    task: TaskSection
+    pruning: PruningConfig = Field(default_factory=lambda: PruningConfig(method="none"))
+    distillation: DistillationSection | None = None
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to transformers.TrainingArguments as is."
+    )
+
+    @model_validator(mode="after")
+    def _check_training(self) -> RunConfig:
+        for key in self.training:
+            if key not in _TRAINING_FIELDS:
+                raise ValueError(f"training.{key}: not a TrainingArguments field{_did_you_mean(key, _TRAINING_FIELDS)}")
+        return self
+
+    def training_arguments(self, **overrides: Any) -> TrainingArguments:
+        """TrainingArguments from the config over fineprune's defaults (no hub, checkpoints each epoch)."""
+        values = TRAINING_DEFAULTS | self.training | overrides
+        try:
+            return TrainingArguments(**values)
+        except (ValueError, TypeError) as error:
+            raise UsageError(f"training: {error}".splitlines()[0]) from None
+
+
+def _did_you_mean(key: str, options: set[str] | list[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    """The field names allowed at `loc` in the RunConfig schema (for did-you-mean)."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        model = next((c for c in candidates if issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _explain(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    key = ".".join(loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{key}: unknown key{_did_you_mean(loc[-1], _section_fields(loc))}"
+    if first["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"].startswith("literal_error") or "input" not in first:
+        return f"{key}: {message}"
+    return f"{key}: {message} (got {first['input']!r})"
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["task.max_train_samples=200", ...]`` -> nested dict; values are read as YAML (so 200 is an int)."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {pair!r}: expected KEY=VALUE, e.g. task.max_train_samples=200")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UsageError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{path}: expected a mapping of sections (model, task, pruning, ...), got {type(data).__name__}"
+        )
+    return data
+
+
+def build_config(data: dict[str, Any], source: str) -> RunConfig:
+    """Validate a config dict; errors name `source` (the file) and the key."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise UsageError(f"{source}: {_explain(error)}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config and apply ``--set`` overrides."""
+    data = _merge(read_yaml(path), parse_overrides(overrides or []))
+    return build_config(data, str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (written into every run folder)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,75 @@
+"""PruningTrainer: a transformers Trainer whose loss is alpha_ce * CE + alpha_distil * KD + lambda * R, and whose
+optimizer gives the pruning scores their own group (own learning rate, no weight decay)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from fineprune.pruning import find_pruner
+from fineprune.training.distill import distillation_loss
+
+SCORES_SUFFIX = "scores"
+
+
+class PruningTrainer(Trainer):
+    def __init__(
+        self,
+        *args,
+        teacher: nn.Module | None = None,
+        alpha_ce: float = 1.0,
+        alpha_distil: float = 0.0,
+        temperature: float = 2.0,
+        scores_learning_rate: float = 1e-2,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        self.alpha_ce = alpha_ce
+        self.alpha_distil = alpha_distil
+        self.temperature = temperature
+        self.scores_learning_rate = scores_learning_rate
+        self.pruner = find_pruner(self.model)
+        # compute_loss returns a per-micro-batch mean: let the Trainer divide by the accumulation steps.
+        self.loss_is_scaled_for_ga = False
+        if teacher is not None:
+            self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+
+    def create_optimizer(self, model=None):
+        """AdamW over two kinds of parameters: the model's (the Trainer's usual groups) and the scores."""
+        if self.optimizer is None:
+            model = model or self.model
+            decay = set(self.get_decay_parameter_names(model))
+            params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            weights = [(n, p) for n, p in params if not n.endswith(SCORES_SUFFIX)]
+            scores = [p for n, p in params if n.endswith(SCORES_SUFFIX)]
+            groups = [
+                {"params": [p for n, p in weights if n in decay], "weight_decay": self.args.weight_decay},
+                {"params": [p for n, p in weights if n not in decay], "weight_decay": 0.0},
+            ]
+            if scores:
+                groups.append({"params": scores, "weight_decay": 0.0, "lr": self.scores_learning_rate})
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(
+                [g for g in groups if g["params"]], lr=self.args.learning_rate, **optimizer_kwargs
+            )
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        loss = outputs.loss
+        if self.teacher is not None and model.training:
+            with torch.no_grad():
+                teacher_outputs = self.teacher(**{k: v for k, v in inputs.items() if k not in _LABEL_KEYS})
+            kd = distillation_loss(outputs, teacher_outputs, self.temperature)
+            loss = self.alpha_ce * loss + self.alpha_distil * kd
+        if self.pruner is not None and model.training:
+            penalty = self.pruner.regularizer()
+            if penalty is not None:
+                loss = loss + penalty
+        return (loss, outputs) if return_outputs else loss
+
+
+_LABEL_KEYS = ("labels", "start_positions", "end_positions")
