@@ -109,13 +109,15 @@ def _section_fields(loc: tuple) -> list[str]:
 def _explain(error: ValidationError) -> str:
     first = error.errors()[0]
     loc = tuple(str(p) for p in first["loc"])
-    key = ".".join(loc) or "(top level)"
+    key = ".".join(loc)
     if first["type"] == "extra_forbidden":
         return f"{key}: unknown key{_did_you_mean(loc[-1], _section_fields(loc))}"
     if first["type"] == "missing":
         return f"{key}: required key is missing"
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"].startswith("literal_error") or "input" not in first:
+    if not key:  # a whole-config check: its message names the key
+        return message
+    if isinstance(first.get("input"), (dict, list)) or "input" not in first:
         return f"{key}: {message}"
     return f"{key}: {message} (got {first['input']!r})"
 

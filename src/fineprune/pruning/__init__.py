@@ -4,7 +4,7 @@ from fineprune.pruning.attach import find_pruner, find_targets, get_pruner, prep
 from fineprune.pruning.bake import bake
 from fineprune.pruning.config import PruningConfig
 from fineprune.pruning.io import is_pruned_folder, load_pruned
-from fineprune.pruning.stats import sparsity
+from fineprune.pruning.stats import sparsity, weight_density
 
 __all__ = [
     "PruningConfig",
@@ -16,4 +16,5 @@ __all__ = [
     "load_pruned",
     "prepare",
     "sparsity",
+    "weight_density",
 ]

@@ -7,7 +7,8 @@ from collections import defaultdict
 
 from torch import nn
 
-from fineprune.pruning.attach import find_pruner
+from fineprune.pruning.attach import find_pruner, find_targets
+from fineprune.pruning.config import PruningConfig
 
 _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
@@ -63,3 +64,14 @@ def sparsity(model: nn.Module) -> dict:
         "layers": {k: _ratio(*v) for k, v in sorted(by_layer.items(), key=lambda kv: (kv[0] is None, kv[0]))},
         "matrices": matrices,
     }
+
+
+def weight_density(model: nn.Module) -> dict:
+    """Density of a baked (or dense) model: nonzero fraction of the weights fineprune prunes by default.
+
+    For an export this recounts what the masks left, straight from the weights.
+    """
+    targets = find_targets(model, PruningConfig(method="magnitude", final_density=1.0))
+    remaining = sum(int(m.weight.count_nonzero()) for m in targets.values())
+    total = sum(m.weight.numel() for m in targets.values())
+    return {"density": _ratio(remaining, total), "remaining": remaining, "total": total}

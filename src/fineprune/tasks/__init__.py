@@ -26,6 +26,7 @@ class TaskData:
 class Task:
     name: str
     auto_class: type
+    head_suffix: str  # how the architectures of models fine-tuned for this task end
 
     def model_kwargs(self) -> dict[str, Any]:
         return {}
@@ -44,6 +45,7 @@ class ClassificationTask(Task):
     """MNLI and QQP: sentence pairs -> a label."""
 
     auto_class = AutoModelForSequenceClassification
+    head_suffix = "ForSequenceClassification"
 
     def __init__(self, name: str):
         self.name = name
@@ -85,6 +87,7 @@ class QuestionAnsweringTask(Task):
 
     name = "squad"
     auto_class = AutoModelForQuestionAnswering
+    head_suffix = "ForQuestionAnswering"
 
     def check_model(self, model, where):
         if not hasattr(model, "qa_outputs") and "QuestionAnswering" not in type(model).__name__:

@@ -1,0 +1,317 @@
+"""The paper's comparison as one resumable job: a dense teacher, then every (method, density) run with the same
+training settings, and the results as a CSV and a Markdown table laid out like the paper's Tables 2 and 3.
+
+A sweep is hours of training, so it must survive being killed: finished runs (summary.json present) are
+skipped, an unfinished one continues from its last checkpoint, and the tables are rewritten after every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import transformers
+
+from fineprune.config import DistillationSection, RunConfig, build_config, load_config, read_yaml
+from fineprune.errors import UsageError
+from fineprune.report import MAIN_METRIC, percent
+from fineprune.run import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, train
+
+SWEEP_METHODS = ("magnitude", "movement", "soft_movement", "l0")
+DENSE = "dense"
+DENSITY_TOLERANCE = 0.005  # reached density this far from the target is shown in the table
+# Paths differ between machines and folders without changing what a run trains, so they do not count.
+_PATH_KEYS = (("training", "output_dir"), ("distillation", "teacher"))
+_LEADING = ("task", "method", "target_density", "density")  # results.csv columns before the metrics
+_TRAILING = ("distilled", "run_dir", "runtime_s")  # and after them
+
+
+# -- the lists the user gives ----------------------------------------------------------------------------------------
+def check_methods(methods: list[str]) -> list[str]:
+    """The methods without duplicates; a UsageError naming --methods for an unknown one or an empty list."""
+    for method in methods:
+        if method not in SWEEP_METHODS:
+            raise UsageError(f"--methods: unknown method {method!r}; choose from {', '.join(SWEEP_METHODS)}")
+    if not methods:
+        raise UsageError(f"--methods: give at least one of {', '.join(SWEEP_METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+def check_densities(densities: list[float]) -> list[float]:
+    """The densities without duplicates; each must lie in (0, 1] (the fraction of weights kept)."""
+    for density in densities:
+        if not 0 < density <= 1:
+            raise UsageError(f"--densities: {density:g} is outside (0, 1]: give fractions of weights to keep")
+    if not densities:
+        raise UsageError("--densities: give at least one fraction of weights to keep, e.g. 0.1,0.03")
+    return list(dict.fromkeys(densities))
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"magnitude, movement"`` -> ``["magnitude", "movement"]``."""
+    return check_methods([m.strip() for m in text.split(",") if m.strip()])
+
+
+def parse_densities(text: str) -> list[float]:
+    """``"0.1,0.03"`` -> ``[0.1, 0.03]``."""
+    values = []
+    for item in (d.strip() for d in text.split(",") if d.strip()):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise UsageError(f"--densities: {item!r} is not a number") from None
+    return check_densities(values)
+
+
+def default_out(config: RunConfig) -> Path:
+    """``<training.output_dir>_sweep``: beside where the base config would put its single run."""
+    output_dir = config.training.get("output_dir")
+    if not output_dir:
+        raise UsageError("training.output_dir: not set in the base config, so give the sweep folder with --out")
+    return Path(f"{str(output_dir).rstrip('/')}_sweep")
+
+
+# -- planning ----------------------------------------------------------------------------------------------------------
+def run_name(method: str, density: float) -> str:
+    """``movement_0.1``: the run's folder name inside the sweep folder."""
+    return f"{method}_{density:g}"
+
+
+def _variant(base: RunConfig, source: str, run_dir: Path, pruning: dict, distillation: dict | None) -> RunConfig:
+    """The base config with this run's pruning, distillation and folder, validated like a file of its own."""
+    data = base.model_dump(mode="json")
+    data["pruning"] = pruning
+    data["distillation"] = distillation
+    data["training"] = data["training"] | {"output_dir": str(run_dir)}
+    return build_config(data, f"{source} ({run_dir.name})")
+
+
+def _distillation(base: RunConfig, teacher: Path) -> dict:
+    """The base config's alpha and temperature if it has a distillation section, else the defaults."""
+    section = base.distillation or DistillationSection(teacher=str(teacher))
+    return section.model_dump(mode="json") | {"teacher": str(teacher)}
+
+
+def _settings(config: RunConfig) -> dict[str, Any]:
+    """What makes two runs the same run: the config without its paths, flattened to dotted keys."""
+    data = config.model_dump(mode="json")
+    for section, key in _PATH_KEYS:
+        if isinstance(data.get(section), dict):
+            data[section].pop(key, None)
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = node
+
+    walk(data, "")
+    return flat
+
+
+def _check_same_settings(run_dir: Path, config: RunConfig) -> None:
+    """Refuse to skip or resume a run that was started with other settings: its numbers would not belong here."""
+    saved_path = run_dir / CONFIG_FILE
+    if not saved_path.is_file():
+        return
+    saved, wanted = _settings(build_config(read_yaml(saved_path), str(saved_path))), _settings(config)
+    for key in sorted(saved.keys() | wanted.keys()):
+        if saved.get(key) != wanted.get(key):
+            raise UsageError(
+                f"{run_dir} was started with {key}={saved.get(key)!r}, this sweep asks for {wanted.get(key)!r}: "
+                "delete that folder or give another --out"
+            )
+
+
+def run_state(run_dir: Path) -> str:
+    """'done' (summary.json present), 'new' (no folder or empty), 'resume' (a checkpoint to continue from) or
+    'restart' (killed before its first checkpoint: nothing worth keeping)."""
+    if (run_dir / SUMMARY_FILE).is_file():
+        return "done"
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return "new"
+    return "resume" if transformers.trainer_utils.get_last_checkpoint(str(run_dir)) else "restart"
+
+
+# -- rows and tables ---------------------------------------------------------------------------------------------------
+def _row(summary: dict, target: float, distilled: bool, run_dir: Path, runtime: float | None) -> dict[str, Any]:
+    return {
+        "task": summary["task"],
+        "method": summary["method"],
+        "target_density": target,
+        "density": summary.get("sparsity", {}).get("density"),
+        **summary.get("metrics", {}),
+        "distilled": distilled,
+        "run_dir": str(run_dir),
+        "runtime_s": runtime,
+    }
+
+
+def _teacher_row(teacher: Path, task: str) -> dict[str, Any]:
+    """The dense row of a sweep distilled from an existing model: its summary, else its eval_results.json."""
+    if (teacher / SUMMARY_FILE).is_file():
+        summary = json.loads((teacher / SUMMARY_FILE).read_text())
+        return _row(summary, 1.0, False, teacher, summary.get("train_runtime_s"))
+    results = json.loads((teacher / EVAL_FILE).read_text()) if (teacher / EVAL_FILE).is_file() else {}
+    metrics = {k: v for k, v in results.items() if k in ("accuracy", "f1", "exact_match")}
+    summary = {"task": task, "method": "none", "sparsity": {"density": results.get("density")}, "metrics": metrics}
+    return _row(summary, 1.0, False, teacher, None)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """One row per run; the metric columns are whichever metrics the task reports, in the order it reports them."""
+    metrics = list(dict.fromkeys(k for row in rows for k in row if k not in _LEADING + _TRAILING))
+    columns = [*_LEADING, *metrics, *_TRAILING]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _cell(row: dict[str, Any] | None, metric: str) -> str:
+    """The main metric in % (one decimal, as the paper), with the density reached if it missed the target."""
+    if row is None or row.get(metric) is None:
+        return "–"
+    cell = f"{100 * row[metric]:.1f}"
+    if row["density"] is not None and abs(row["density"] - row["target_density"]) > DENSITY_TOLERANCE:
+        cell += f" (at {percent(row['density'])})"
+    return cell
+
+
+def results_table(rows: list[dict[str, Any]], methods: list[str], header: str) -> str:
+    """Tables 2/3 of the paper: rows (task, remaining weights), columns methods, cells the main metric.
+
+    The dense model's score fills its row in every column: at 100% remaining weights every method is the dense
+    model, so each column reads as that method's curve from its starting point down.
+    """
+    lines = [header, "", f"| Task (metric) | Remaining weights | {' | '.join(methods)} |"]
+    lines.append("| --- | --- |" + " --- |" * len(methods))
+    for task in dict.fromkeys(row["task"] for row in rows):
+        metric = MAIN_METRIC[task]
+        label = f"{task} ({metric})"
+        dense = next((r for r in rows if r["task"] == task and r["method"] == "none"), None)
+        if dense is not None:
+            lines.append(f"| {label} | 100% (dense) |" + f" {_cell(dense, metric)} |" * len(methods))
+        pruned = [r for r in rows if r["task"] == task and r["method"] != "none"]
+        for target in sorted({r["target_density"] for r in pruned}, reverse=True):
+            at = {r["method"]: r for r in pruned if r["target_density"] == target}
+            cells = " | ".join(_cell(at.get(method), metric) for method in methods)
+            lines.append(f"| {label} | {percent(target)} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _header(base: RunConfig, rows: list[dict[str, Any]], summaries: list[dict], teacher: Path | None) -> str:
+    """Model, data sizes, updates per run and distillation: what the numbers in the table depend on."""
+    sizes = next(({k: s.get(k) for k in ("train_examples", "eval_examples", "optimizer_steps")} for s in summaries), {})
+    data = (
+        f"{sizes['train_examples']:,} training / {sizes['eval_examples']:,} evaluation examples, "
+        f"{sizes['optimizer_steps']:,} optimizer steps per run"
+        if sizes
+        else "no run finished yet"
+    )
+    if teacher is None:
+        distill = "without distillation"
+    else:
+        d = DistillationSection.model_validate(_distillation(base, teacher))
+        distill = (
+            f"with distillation from `{teacher}` (alpha_ce {d.alpha_ce:g}, alpha_distil {d.alpha_distil:g}, "
+            f"T {d.temperature:g})"
+        )
+    metric = ", ".join(sorted({MAIN_METRIC[r["task"]] for r in rows}))
+    return (
+        f"Model `{base.model.name_or_path}` on {base.task.name}: {data}; pruned runs {distill}. "
+        f"Cells: {metric} (%) on the evaluation split; '(at x%)' where the density reached differs from the "
+        f"target by more than {100 * DENSITY_TOLERANCE:g} points."
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+# -- the sweep ---------------------------------------------------------------------------------------------------------
+def sweep(
+    base_config_path: str | Path,
+    methods: list[str],
+    densities: list[float],
+    out: Path,
+    distill_from: str | Path | None = None,
+    distill: bool = True,
+    overrides: list[str] | None = None,
+    progress: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train the dense model (unless `distill_from` gives one), then every (method, density) run, into `out`.
+
+    Every run uses the base config's training settings (so the same number of updates) and pruning settings,
+    with its own method and ``final_density`` (soft_movement / l0 are steered to it); with `distill`, pruned runs
+    learn from the dense model. Returns the rows of ``out/results.csv``; also writes ``out/results.md``.
+    """
+    methods, densities = check_methods(methods), check_densities(densities)
+    base = load_config(base_config_path, overrides)
+    out = Path(out)
+    source = str(base_config_path)
+    teacher = Path(distill_from) if distill_from is not None else out / DENSE
+    if distill_from is not None and not has_model(teacher):
+        raise UsageError(f"--distill-from {teacher}: no trained model here")
+
+    # Every config is built and checked before anything trains: a bad combination fails now, not hours in.
+    plan: list[tuple[Path, RunConfig]] = []
+    if distill_from is None:
+        plan.append((out / DENSE, _variant(base, source, out / DENSE, {"method": "none"}, None)))
+    distillation = _distillation(base, teacher) if distill else None
+    for method in methods:
+        for density in densities:
+            pruning = base.pruning.model_dump(mode="json") | {"method": method, "final_density": density}
+            run_dir = out / run_name(method, density)
+            plan.append((run_dir, _variant(base, source, run_dir, pruning, distillation)))
+    for run_dir, config in plan:
+        _check_same_settings(run_dir, config)
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [_teacher_row(teacher, base.task.name)] if distill_from is not None else []
+    summaries: list[dict] = []
+    started, trained_times = time.monotonic(), []
+    for number, (run_dir, config) in enumerate(plan, 1):
+        state = run_state(run_dir)
+        tag = f"[{number}/{len(plan)}] {run_dir.name}"
+        if state == "done":
+            summary, runtime = json.loads((run_dir / SUMMARY_FILE).read_text()), None
+        else:
+            progress(f"{tag}: training ({state})")
+            begun = time.monotonic()
+            summary = train(config, str(run_dir), overwrite=state == "restart", resume=state == "resume")
+            runtime = time.monotonic() - begun
+            trained_times.append(runtime)
+        summaries.append(summary)
+        target = config.pruning.final_density or 1.0
+        rows.append(
+            _row(summary, target, config.distillation is not None, run_dir, summary.get("train_runtime_s") or runtime)
+        )
+        metric = MAIN_METRIC[summary["task"]]
+        line = (
+            f"{tag}: {metric} {100 * summary['metrics'][metric]:.2f}, density {percent(summary['sparsity']['density'])}"
+        )
+        if runtime is None:
+            line += ", finished earlier: skipped"
+        else:
+            left = sum(run_state(d) != "done" for d, _ in plan[number:])
+            eta = _duration(left * sum(trained_times) / len(trained_times))
+            line += f", {_duration(runtime)}; elapsed {_duration(time.monotonic() - started)}, about {eta} left"
+        progress(line)
+        _write_results(rows, methods, out, _header(base, rows, summaries, teacher if distill else None))
+    return rows
+
+
+def _write_results(rows: list[dict[str, Any]], methods: list[str], out: Path, header: str) -> None:
+    """Both tables, rewritten after every run so a killed sweep still leaves what it has."""
+    write_csv(rows, out / "results.csv")
+    (out / "results.md").write_text(results_table(rows, methods, header))

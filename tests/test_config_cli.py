@@ -1,0 +1,175 @@
+"""Bad input gets a one-line error naming the file or key, exit code 2, and loses nothing."""
+
+import gzip
+import json
+
+import pytest
+from conftest import DATA, minilm_path
+from typer.testing import CliRunner
+
+from fineprune.cli import app
+from fineprune.config import load_config, parse_overrides
+from fineprune.errors import UsageError
+
+runner = CliRunner()
+
+BASE = """
+model:
+  name_or_path: {model}
+task:
+  name: mnli
+  train_file: {data}
+  max_train_samples: 48
+  max_eval_samples: 16
+  max_seq_length: 48
+pruning:
+  method: magnitude
+  final_density: 0.5
+  warmup_steps: 1
+  cooldown_steps: 1
+training:
+  output_dir: {out}
+  num_train_epochs: 1
+  per_device_train_batch_size: 8
+  save_strategy: "no"
+  use_cpu: true
+"""
+
+
+@pytest.fixture
+def base(tmp_path):
+    def write(text: str | None = None, **fields) -> str:
+        values = {"model": "unused", "data": DATA / "mnli" / "dev_matched.tsv.gz", "out": tmp_path / "run"} | fields
+        path = tmp_path / "config.yaml"
+        path.write_text((text or BASE).format(**values))
+        return str(path)
+
+    return write
+
+
+def fail(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.output  # one line (progress bars of the loading may come before it)
+    assert "Traceback" not in result.output and result.output.rstrip().endswith(errors[0])
+    return errors[0]
+
+
+def test_yaml_syntax_error(base):
+    path = base("model: [unclosed\n")
+    assert "invalid YAML at line" in fail(["train", "--config", path]) and path in fail(["train", "--config", path])
+
+
+def test_unknown_key_has_did_you_mean(base):
+    path = base(BASE.replace("  max_seq_length: 48", "  max_seq_lenght: 48"))
+    message = fail(["train", "--config", path])
+    assert path in message and "task.max_seq_lenght: unknown key (did you mean 'max_seq_length'?)" in message
+
+
+def test_unknown_training_argument_has_did_you_mean(base):
+    message = fail(["train", "--config", base(), "--set", "training.learning_rat=1e-4"])
+    assert "training.learning_rat: not a TrainingArguments field (did you mean 'learning_rate'?)" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("pruning.method=random", "pruning.method"),
+        ("task.name=cola", "task.name"),
+        ("pruning.final_density=1.5", "pruning.final_density"),
+        ("pruning.final_density=0", "pruning.final_density"),
+    ],
+)
+def test_bad_values_name_the_key(base, override, expected):
+    assert expected in fail(["train", "--config", base(), "--set", override])
+
+
+def test_missing_config_file(tmp_path):
+    assert "config file not found" in fail(["train", "--config", str(tmp_path / "nope.yaml")])
+
+
+def test_set_values_are_typed_by_yaml():
+    assert parse_overrides(["task.max_train_samples=200", "pruning.scope=global", "training.use_cpu=true"]) == {
+        "task": {"max_train_samples": 200},
+        "pruning": {"scope": "global"},
+        "training": {"use_cpu": True},
+    }
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        parse_overrides(["task.max_train_samples"])
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+    assert len(configs) >= 16
+    for path in configs:
+        load_config(path)
+
+
+# -- errors found once the model and data are read: the real model, nothing trained ------------------------------
+@pytest.fixture
+def real(base):
+    return lambda **fields: base(model=minilm_path(), **fields)
+
+
+@pytest.mark.integration
+def test_run_too_short_for_the_schedule(real):
+    message = fail(
+        ["train", "--config", real(), "--set", "pruning.warmup_steps=4", "--set", "pruning.cooldown_steps=4"]
+    )
+    assert "6 optimizer steps, not more than warm-up 4 + cool-down 4" in message
+
+
+@pytest.mark.integration
+def test_missing_data_file(real, tmp_path):
+    message = fail(["train", "--config", real(data=tmp_path / "missing.tsv")])
+    assert "missing.tsv" in message
+
+
+@pytest.mark.integration
+def test_wrong_columns_and_unknown_labels(real, tmp_path):
+    wrong = tmp_path / "wrong.tsv"
+    wrong.write_text("premise_text\thypothesis\tgold_label\na\tb\tneutral\n")
+    assert "wrong.tsv" in fail(["train", "--config", real(data=wrong)])
+    labels = tmp_path / "labels.tsv.gz"
+    with gzip.open(labels, "wt") as handle:
+        handle.write("sentence1\tsentence2\tgold_label\na\tb\tneutral\nc\td\tmaybe\n")
+    message = fail(["train", "--config", real(data=labels)])
+    assert "labels.tsv.gz" in message and "maybe" in message
+
+
+@pytest.mark.integration
+def test_empty_dataset_after_filtering(real, tmp_path):
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("sentence1\tsentence2\tgold_label\na\tb\t-\nc\td\t-\n")
+    assert "empty" in fail(["train", "--config", real(data=empty)])
+
+
+@pytest.mark.integration
+def test_teacher_with_other_label_count(real, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = tmp_path / "teacher"
+    AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2).save_pretrained(teacher)
+    path = real()
+    with open(path, "a") as handle:
+        handle.write(f"distillation:\n  teacher: {teacher}\n")
+    message = fail(["train", "--config", path])
+    assert "distillation.teacher" in message and "2 labels" in message and "3" in message
+
+
+@pytest.mark.integration
+def test_earlier_run_is_refused_and_kept(real, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"precious": True}))
+    message = fail(["train", "--config", real()])
+    assert "already holds an earlier run" in message and "--overwrite" in message
+    assert json.loads((run / "summary.json").read_text()) == {"precious": True}
+
+
+def test_export_of_a_run_without_pruned_model(tmp_path):
+    (tmp_path / "run").mkdir()
+    assert "no trained model" in fail(["export", str(tmp_path / "run"), "--out", str(tmp_path / "out")])

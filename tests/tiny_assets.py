@@ -1,0 +1,98 @@
+"""A tiny BERT (model + tokenizer folder), a tiny MNLI TSV and a base config, so that real training runs take
+seconds: the sweep and report tests train through fineprune.run.train exactly as a user would."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+LABELS = ["entailment", "neutral", "contradiction"]
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "a child", "the farmer"]
+VERBS = ["sees", "likes", "finds", "paints", "buys"]
+OBJECTS = ["a red ball", "the old house", "some bread", "a small boat", "the green tree"]
+
+
+def mnli_rows(count: int = 60) -> list[tuple[str, str, str]]:
+    """Sentence pairs whose label follows from the words (same sentence, other object, negation), reproducibly."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(count):
+        subject, verb, thing = rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)
+        label = LABELS[i % 3]
+        premise = f"{subject} {verb} {thing} today."
+        if label == "entailment":
+            hypothesis = f"{subject} {verb} {thing}."
+        elif label == "neutral":
+            hypothesis = f"{subject} {verb} {rng.choice(OBJECTS)} too."
+        else:
+            hypothesis = f"{subject} never {verb} {thing}."
+        rows.append((premise, hypothesis, label))
+    return rows
+
+
+def vocabulary(rows: list[tuple[str, str, str]]) -> list[str]:
+    words = {w for premise, hypothesis, _ in rows for w in f"{premise} {hypothesis}".lower().split()}
+    return [*SPECIAL_TOKENS, ".", *sorted(w.strip(".") for w in words)]
+
+
+def write_mnli_tsv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    lines = ["sentence1\tsentence2\tgold_label", *("\t".join(row) for row in rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_tiny_bert(folder: Path, vocab: list[str]) -> Path:
+    """A random 2-layer BERT classifier and a WordPiece tokenizer over `vocab`, saved as one model folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=len(tokenizer),
+        num_labels=3,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def base_config(model_dir: Path, train_file: Path, output_dir: Path) -> dict:
+    """A base config whose runs take a few seconds: 45 training rows, 12 optimizer steps over 2 epochs."""
+    return {
+        "model": {"name_or_path": str(model_dir)},
+        "task": {"name": "mnli", "train_file": str(train_file), "eval_fraction": 0.25, "max_seq_length": 32},
+        "pruning": {"method": "movement", "final_density": 0.5, "warmup_steps": 1, "cooldown_steps": 1},
+        "training": {
+            "output_dir": str(output_dir),
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 1e-3,
+            "save_strategy": "epoch",
+            "logging_steps": 50,
+            "report_to": "none",
+            "use_cpu": True,
+            "disable_tqdm": True,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Paths of the tiny model folder, the MNLI TSV and the base YAML config (runs go to <tmp>/runs)."""
+    root = tmp_path_factory.mktemp("tiny")
+    rows = mnli_rows()
+    train_file = write_mnli_tsv(root / "mnli.tsv", rows)
+    model_dir = write_tiny_bert(root / "tiny-bert", vocabulary(rows))
+    config = root / "base.yaml"
+    config.write_text(yaml.safe_dump(base_config(model_dir, train_file, root / "runs")))
+    return {"model": model_dir, "train_file": train_file, "config": config, "root": root}
