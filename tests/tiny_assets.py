@@ -4,7 +4,10 @@ seconds: the sweep and report tests train through fineprune.run.train exactly as
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -76,7 +79,6 @@ def base_config(model_dir: Path, train_file: Path, output_dir: Path) -> dict:
             "output_dir": str(output_dir),
             "num_train_epochs": 2,
             "per_device_train_batch_size": 8,
-            "learning_rate": 1e-3,
             "save_strategy": "epoch",
             "logging_steps": 50,
             "report_to": "none",
@@ -86,13 +88,45 @@ def base_config(model_dir: Path, train_file: Path, output_dir: Path) -> dict:
     }
 
 
-@pytest.fixture(scope="session")
-def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Paths of the tiny model folder, the MNLI TSV and the base YAML config (runs go to <tmp>/runs)."""
-    root = tmp_path_factory.mktemp("tiny")
-    rows = mnli_rows()
-    train_file = write_mnli_tsv(root / "mnli.tsv", rows)
-    model_dir = write_tiny_bert(root / "tiny-bert", vocabulary(rows))
-    config = root / "base.yaml"
-    config.write_text(yaml.safe_dump(base_config(model_dir, train_file, root / "runs")))
-    return {"model": model_dir, "train_file": train_file, "config": config, "root": root}
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Train on one thread: on a busy 2-core machine OpenMP threads spin on each other and a tiny run takes 15 s
+    instead of 0.3 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# Each test module that imports these fixtures registers its own copy, and pytest caches a session fixture per
+# copy: the cache makes the sweep train once per session however many modules use it.
+_MADE: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session", name="tiny_setup")
+def tiny_setup_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Paths of the tiny model folder, the MNLI TSV and the base YAML config."""
+    if "setup" not in _MADE:
+        root = tmp_path_factory.mktemp("tiny")
+        rows = mnli_rows()
+        train_file = write_mnli_tsv(root / "mnli.tsv", rows)
+        model_dir = write_tiny_bert(root / "tiny-bert", vocabulary(rows))
+        config = root / "base.yaml"
+        config.write_text(yaml.safe_dump(base_config(model_dir, train_file, root / "run")))
+        _MADE["setup"] = {"model": model_dir, "train_file": train_file, "config": config, "root": root}
+    return _MADE["setup"]
+
+
+@pytest.fixture(scope="session", name="tiny_sweep")
+def tiny_sweep_fixture(tiny_setup: dict[str, Path]) -> dict[str, Any]:
+    """A finished sweep of magnitude and movement at density 0.5 with distillation: its folder, rows and progress."""
+    from fineprune.sweep import sweep
+
+    if "sweep" not in _MADE:
+        out, lines = tiny_setup["root"] / "sweep", []
+        with one_thread():
+            rows = sweep(tiny_setup["config"], ["magnitude", "movement"], [0.5], out, progress=lines.append)
+        _MADE["sweep"] = {"out": out, "rows": rows, "progress": lines}
+    return _MADE["sweep"]

@@ -91,6 +91,61 @@ def export(
     typer.echo(json.dumps(run_export(run_dir, out, bake_masks=bake_masks, overwrite=overwrite), indent=2))
 
 
+@app.command()
+@_user_errors
+def sweep(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config", "-c", help="Base YAML config: model, task, training; its pruning settings apply to every run."
+        ),
+    ],
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated pruning methods: magnitude, movement, soft_movement, l0.")
+    ] = "magnitude,movement,soft_movement,l0",
+    densities: Annotated[
+        str, typer.Option(help="Comma-separated fractions of the encoder's linear weights to keep, each in (0, 1].")
+    ] = "0.1,0.03",
+    distill_from: Annotated[
+        Path | None,
+        typer.Option(help="An already fine-tuned dense model to distil from (and to compare with): no dense run."),
+    ] = None,
+    distill: Annotated[
+        bool, typer.Option("--distill/--no-distill", help="Distil every pruned run from the dense model (default).")
+    ] = True,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Sweep folder (default: <training.output_dir>_sweep).")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Train the dense model and every (method, density) run; writes results.csv and results.md, and resumes when
+    run again after a stop."""
+    from fineprune.config import load_config
+    from fineprune.sweep import default_out, parse_densities, parse_methods
+    from fineprune.sweep import sweep as run_sweep
+
+    method_list, density_list = parse_methods(methods), parse_densities(densities)
+    folder = out or default_out(load_config(config, set_))
+    run_sweep(config, method_list, density_list, folder, distill_from, distill, set_, progress=typer.echo)
+    typer.echo(f"\n{(folder / 'results.md').read_text()}\nresults: {folder / 'results.csv'}, {folder / 'results.md'}")
+
+
+@app.command()
+@_user_errors
+def report(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Finished run folders, or a sweep folder standing for all its runs.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG figures.")],
+) -> None:
+    """Draw the paper's figures (metric vs density, per-layer density, weight distributions) from finished runs;
+    a figure the runs cannot support is skipped with a note."""
+    from fineprune.report import report as run_report
+
+    written = run_report(run_dirs, out, progress=typer.echo)
+    typer.echo(f"{len(written)} figure(s) in {out}")
+
+
 def main() -> None:
     sys.exit(app())
 

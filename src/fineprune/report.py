@@ -24,6 +24,8 @@ from fineprune.run import CONFIG_FILE, SUMMARY_FILE
 
 MAIN_METRIC = {"mnli": "accuracy", "qqp": "accuracy", "squad": "f1"}
 METHOD_COLORS = {"magnitude": "tab:blue", "movement": "tab:orange", "soft_movement": "tab:green", "l0": "tab:red"}
+# Different shapes and sizes, so methods that land on the same point (common at low sparsity) stay visible.
+METHOD_MARKERS = {"magnitude": ("s", 9), "movement": ("o", 7), "soft_movement": ("^", 6), "l0": ("D", 4)}
 PRUNED_COLOR = "0.7"
 SCATTER_POINTS = 20_000
 
@@ -108,7 +110,7 @@ def _read_runs(paths: list[Path], progress: Callable[[str], None]) -> list[Run]:
 
 @dataclass
 class _Weights:
-    """One pruned model's matrices, flattened and concatenated: fine-tuned weight, kept or not, score."""
+    """One pruned model's matrices, in the pruner's order: fine-tuned weight, kept or not, score (per weight)."""
 
     names: list[str]
     weights: list[Tensor]
@@ -116,6 +118,7 @@ class _Weights:
     scores: list[Tensor] | None
 
     def flat(self, values: list[Tensor]) -> Tensor:
+        """All matrices as one vector, for figures over the whole pruned set."""
         return torch.cat([v.reshape(-1) for v in values])
 
 
@@ -164,6 +167,11 @@ def _pruned(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.method != "none"]
 
 
+def _method_order(run: Run) -> int:
+    """The paper's order: magnitude, movement, soft movement, L0."""
+    return list(METHOD_COLORS).index(run.method)
+
+
 def _label(run: Run, pruned: list[Run]) -> str:
     """Method name, plus scope / distillation only where the runs shown differ in them."""
     label = run.method
@@ -192,17 +200,18 @@ def metric_vs_density(runs: list[Run], _weights: Callable[[Run], _Weights]) -> F
     for ax, task in zip(fig.subplots(1, len(tasks), squeeze=False)[0], tasks, strict=True):
         metric = MAIN_METRIC[task]
         curves: dict[str, list[Run]] = defaultdict(list)
-        for run in (r for r in pruned if r.task == task):
+        for run in sorted((r for r in pruned if r.task == task), key=_method_order):
             curves[_label(run, pruned)].append(run)
         xs = []
         for label, members in curves.items():
             members.sort(key=lambda r: r.density)
             x, y = [100 * r.density for r in members], [100 * r.score for r in members]
             xs += x
-            ax.plot(x, y, marker="o", label=label, color=METHOD_COLORS.get(members[0].method))
+            marker, size = METHOD_MARKERS[members[0].method]
+            ax.plot(x, y, marker=marker, markersize=size, label=label, color=METHOD_COLORS[members[0].method])
         dense = [r for r in runs if r.method == "none" and r.task == task and r.score is not None]
         if dense:
-            ax.axhline(100 * dense[0].score, color="black", label=f"dense ({dense[0].name})")
+            ax.axhline(100 * dense[0].score, color="black", label="dense model (no pruning)")
             ax.axhline(95 * dense[0].score, color="black", linestyle="--", label="95% of dense")
         ax.set_xscale("log")
         _percent_axis(ax.xaxis, xs)
@@ -233,24 +242,30 @@ def layers_global(runs: list[Run], _weights: Callable[[Run], _Weights]) -> Figur
     if not shown:
         shown = pruned
         title = "Remaining weights per layer (no global-scope run given: local runs shown)"
-    fig = Figure(figsize=(7, 4.5))
+    shown.sort(key=lambda r: (_method_order(r), r.target_density))
+    width = 0.8 / len(shown)
+    fig = Figure(figsize=(max(7.0, 0.6 * len(shown) + 5), 4.5))
     ax = fig.subplots()
-    styles: dict[str, list[str]] = defaultdict(lambda: ["-", "--", ":", "-."])
-    for run in sorted(shown, key=lambda r: (r.method, r.target_density)):
+    rank: dict[str, int] = defaultdict(int)  # the method's lowest density drawn darkest, higher ones lighter
+    for offset, run in enumerate(shown):
         layers = {int(k): v for k, v in run.summary["sparsity"]["layers"].items() if str(k).isdigit()}
         order = sorted(layers)
-        style = styles[run.method].pop(0) if styles[run.method] else "-"
-        label = f"{_label(run, shown)} at {percent(run.density)}"
-        ax.plot(
-            order, [100 * layers[i] for i in order], style, marker="o", color=METHOD_COLORS[run.method], label=label
+        ax.bar(
+            [i - 0.4 + width * (offset + 0.5) for i in order],
+            [100 * layers[i] for i in order],
+            width,
+            color=METHOD_COLORS[run.method],
+            alpha=max(0.3, 1 - 0.3 * rank[run.method]),
+            label=f"{_label(run, shown)} at {percent(run.density)}",
         )
+        rank[run.method] += 1
         ax.set_xticks(order)
     ax.set_title(title)
     ax.set_xlabel("layer")
     ax.set_ylabel("remaining weights in the layer (%)")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars: they reach any height
     return fig
 
 
@@ -301,11 +316,16 @@ def scores_vs_weights(runs: list[Run], weights: Callable[[Run], _Weights]) -> Fi
     ax = fig.subplots()
     ax.scatter(w[~kept], s[~kept], s=3, color=PRUNED_COLOR, label="pruned", rasterized=True)
     ax.scatter(w[kept], s[kept], s=3, color=METHOD_COLORS[run.method], label="kept", rasterized=True)
-    ax.set_title(f"Scores vs weights: {run.method} at {percent(run.density)} ({len(index):,} weights sampled)")
+    ax.set_title(f"Scores vs weights: {run.method} at {percent(run.density)} ({_shown(index, data)})")
     ax.set_xlabel("fine-tuned weight value")
     ax.set_ylabel("importance score S")
     ax.legend(markerscale=4)
     return fig
+
+
+def _shown(index: Tensor, data: _Weights) -> str:
+    total = sum(w.numel() for w in data.weights)
+    return f"all {total:,} weights" if len(index) == total else f"{len(index):,} of {total:,} weights"
 
 
 def _pretrained_linears(name_or_path: str) -> dict[str, Tensor]:
@@ -354,7 +374,7 @@ def finetuned_vs_pretrained(runs: list[Run], weights: Callable[[Run], _Weights])
         ax.set_xlabel("pretrained weight value")
         ax.set_ylabel("fine-tuned weight value")
         ax.legend(markerscale=4)
-    fig.suptitle(f"Fine-tuned vs pretrained weights ({len(index):,} sampled per panel)")
+    fig.suptitle(f"Fine-tuned vs pretrained weights (up to {SCATTER_POINTS:,} sampled per panel)")
     return fig
 
 

@@ -5,12 +5,14 @@ cli.py parses arguments and calls these; they know nothing of the command line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedModel
 
@@ -127,12 +129,28 @@ def train(config: RunConfig, output_dir: str | None = None, overwrite: bool = Fa
         "train_examples": len(data.train),
         "eval_examples": len(data.eval_examples),
         "optimizer_steps": trainer.state.global_step,
-        "train_runtime_s": trainer.state.log_history[-1].get("train_runtime") if trainer.state.log_history else None,
+        "train_runtime_s": next(
+            (log["train_runtime"] for log in reversed(trainer.state.log_history) if "train_runtime" in log), None
+        ),
     }
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        summary["world_size"] = torch.distributed.get_world_size()
+        summary["ranks_agree_on_masks"] = _ranks_agree(model)
     if trainer.is_world_process_zero():
         (out_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         _write_eval(out_path, metrics, summary["sparsity"])
     return summary
+
+
+def _ranks_agree(model: PreTrainedModel) -> bool | None:
+    """Every process must end with the same masks: compare a fingerprint of them across ranks."""
+    pruner = find_pruner(model)
+    if pruner is None:
+        return None
+    digest = hashlib.sha256(b"".join(m.bool().cpu().numpy().tobytes() for m in pruner.binary_masks())).hexdigest()
+    fingerprints: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(fingerprints, digest)
+    return len(set(fingerprints)) == 1
 
 
 def _load_teacher(config: RunConfig, task: Task, student: PreTrainedModel) -> PreTrainedModel | None:

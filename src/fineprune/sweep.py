@@ -206,14 +206,14 @@ def results_table(rows: list[dict[str, Any]], methods: list[str], header: str) -
     return "\n".join(lines) + "\n"
 
 
-def _header(base: RunConfig, rows: list[dict[str, Any]], summaries: list[dict], teacher: Path | None) -> str:
-    """Model, data sizes, updates per run and distillation: what the numbers in the table depend on."""
-    sizes = next(({k: s.get(k) for k in ("train_examples", "eval_examples", "optimizer_steps")} for s in summaries), {})
+def _header(base: RunConfig, rows: list[dict[str, Any]], summary: dict, teacher: Path | None) -> str:
+    """Model, data sizes, updates per run and distillation: what the numbers in the table depend on.
+
+    `summary` is any run's of this sweep: they all share data and training settings.
+    """
     data = (
-        f"{sizes['train_examples']:,} training / {sizes['eval_examples']:,} evaluation examples, "
-        f"{sizes['optimizer_steps']:,} optimizer steps per run"
-        if sizes
-        else "no run finished yet"
+        f"{summary['train_examples']:,} training / {summary['eval_examples']:,} evaluation examples, "
+        f"{summary['optimizer_steps']:,} optimizer steps per run"
     )
     if teacher is None:
         distill = "without distillation"
@@ -278,7 +278,6 @@ def sweep(
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [_teacher_row(teacher, base.task.name)] if distill_from is not None else []
-    summaries: list[dict] = []
     started, trained_times = time.monotonic(), []
     for number, (run_dir, config) in enumerate(plan, 1):
         state = run_state(run_dir)
@@ -291,7 +290,6 @@ def sweep(
             summary = train(config, str(run_dir), overwrite=state == "restart", resume=state == "resume")
             runtime = time.monotonic() - begun
             trained_times.append(runtime)
-        summaries.append(summary)
         target = config.pruning.final_density or 1.0
         rows.append(
             _row(summary, target, config.distillation is not None, run_dir, summary.get("train_runtime_s") or runtime)
@@ -307,7 +305,7 @@ def sweep(
             eta = _duration(left * sum(trained_times) / len(trained_times))
             line += f", {_duration(runtime)}; elapsed {_duration(time.monotonic() - started)}, about {eta} left"
         progress(line)
-        _write_results(rows, methods, out, _header(base, rows, summaries, teacher if distill else None))
+        _write_results(rows, methods, out, _header(base, rows, summary, teacher if distill else None))
     return rows
 
 

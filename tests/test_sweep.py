@@ -1,0 +1,157 @@
+"""The sweep trains the dense model and every (method, density) run, tabulates them, and resumes after a kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from tiny_assets import one_thread, tiny_setup_fixture, tiny_sweep_fixture  # noqa: F401 (pytest fixtures, used by name)
+from typer.testing import CliRunner
+
+from fineprune.cli import app
+from fineprune.config import load_config
+from fineprune.errors import UsageError
+from fineprune.sweep import default_out, parse_densities, parse_methods, run_state, sweep
+
+RUNS = ["dense", "magnitude_0.5", "movement_0.5"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sweep_trains_every_run_and_writes_the_tables(tiny_sweep):
+    out = tiny_sweep["out"]
+    rows = read_csv(out / "results.csv")
+    assert list(rows[0]) == [
+        "task",
+        "method",
+        "target_density",
+        "density",
+        "accuracy",
+        "distilled",
+        "run_dir",
+        "runtime_s",
+    ]
+    assert [(r["method"], float(r["target_density"]), r["distilled"]) for r in rows] == [
+        ("none", 1.0, "False"),
+        ("magnitude", 0.5, "True"),
+        ("movement", 0.5, "True"),
+    ]
+    assert [Path(r["run_dir"]).name for r in rows] == RUNS
+    for row in rows[1:]:
+        assert float(row["density"]) == 0.5
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        for matrix in summary["sparsity"]["matrices"].values():  # Top-v: exactly floor(v * n) per matrix
+            assert matrix["remaining"] == math.floor(0.5 * matrix["total"])
+        assert float(row["accuracy"]) == summary["metrics"]["accuracy"]
+    teacher = load_config(out / "movement_0.5" / "fineprune_config.yaml").distillation
+    assert teacher is not None and Path(teacher.teacher) == out / "dense"
+    assert load_config(out / "dense" / "fineprune_config.yaml").distillation is None
+
+    table = (out / "results.md").read_text()
+    assert "| Task (metric) | Remaining weights | magnitude | movement |" in table
+    assert "| mnli (accuracy) | 100% (dense) |" in table and "| mnli (accuracy) | 50% |" in table
+    assert "45 training / 15 evaluation examples, 12 optimizer steps" in table and "with distillation" in table
+
+    progress = tiny_sweep["progress"]
+    finished = [line for line in progress if "left" in line]
+    assert [line.split(":")[0] for line in finished] == [f"[{i}/3] {name}" for i, name in enumerate(RUNS, 1)]
+    assert all("accuracy" in line and "density" in line and "elapsed" in line for line in finished)
+
+
+def test_a_killed_sweep_trains_only_the_unfinished_run_again(tiny_setup, tiny_sweep, tmp_path):
+    out = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep["out"], out)
+    killed = out / "movement_0.5"
+    last = max(killed.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    shutil.rmtree(last)  # killed in the second epoch: only the first epoch's checkpoint is left
+    for name in ("summary.json", "eval_results.json", "model.safetensors"):
+        (killed / name).unlink()
+    assert run_state(killed) == "resume"
+    before = {name: (out / name / "summary.json").stat().st_mtime_ns for name in RUNS[:2]}
+
+    lines: list[str] = []
+    with one_thread():
+        rows = sweep(tiny_setup["config"], ["magnitude", "movement"], [0.5], out, progress=lines.append)
+
+    assert {name: (out / name / "summary.json").stat().st_mtime_ns for name in RUNS[:2]} == before
+    assert sum("skipped" in line for line in lines) == 2
+    assert "[3/3] movement_0.5: training (resume)" in lines
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 12 and summary["sparsity"]["density"] == 0.5
+    assert [r["density"] for r in rows] == [1.0, 0.5, 0.5] and len(read_csv(out / "results.csv")) == 3
+
+
+def test_run_state(tmp_path):
+    run = tmp_path / "run"
+    assert run_state(run) == "new"
+    run.mkdir()
+    assert run_state(run) == "new"
+    (run / "fineprune_config.yaml").write_text("{}")
+    assert run_state(run) == "restart"  # killed before its first checkpoint
+    (run / "checkpoint-6").mkdir()
+    assert run_state(run) == "resume"
+    (run / "summary.json").write_text("{}")
+    assert run_state(run) == "done"
+
+
+def test_distilling_from_an_existing_dense_model(tiny_setup, tiny_sweep, tmp_path):
+    dense = tiny_sweep["out"] / "dense"
+    with one_thread():
+        rows = sweep(tiny_setup["config"], ["magnitude"], [0.5], tmp_path / "s", distill_from=dense, progress=print)
+    assert not (tmp_path / "s" / "dense").exists()
+    assert [(r["method"], r["run_dir"]) for r in rows] == [
+        ("none", str(dense)),
+        ("magnitude", str(tmp_path / "s" / "magnitude_0.5")),
+    ]
+    assert rows[0]["accuracy"] == json.loads((dense / "summary.json").read_text())["metrics"]["accuracy"]
+    assert Path(load_config(tmp_path / "s" / "magnitude_0.5" / "fineprune_config.yaml").distillation.teacher) == dense
+
+
+def test_a_finished_run_with_other_settings_is_not_reused(tiny_setup, tiny_sweep):
+    with pytest.raises(UsageError, match=r"dense was started with training\.num_train_epochs=2"):
+        sweep(tiny_setup["config"], ["magnitude"], [0.5], tiny_sweep["out"], overrides=["training.num_train_epochs=3"])
+
+
+def test_parse_lists():
+    assert parse_methods(" magnitude, movement,movement ") == ["magnitude", "movement"]
+    assert parse_densities("0.1, 0.03,1") == [0.1, 0.03, 1.0]
+    for text, message in [
+        ("magnitude,bogus", "unknown method 'bogus'"),
+        ("none", "unknown method"),
+        (",", "give at least"),
+    ]:
+        with pytest.raises(UsageError, match=f"^--methods: {message}"):
+            parse_methods(text)
+    for text, message in [("0", "outside"), ("0.1,1.5", "outside"), ("ten", "not a number"), ("", "at least")]:
+        with pytest.raises(UsageError, match=f"^--densities: .*{message}"):
+            parse_densities(text)
+
+
+def test_default_out(tiny_setup):
+    assert default_out(load_config(tiny_setup["config"])) == tiny_setup["root"] / "run_sweep"
+    with pytest.raises(UsageError, match="--out"):
+        default_out(load_config(tiny_setup["config"], ["training.output_dir=null"]))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--methods", "magnitude,bogus", "error: --methods: unknown method 'bogus'"),
+        ("--densities", "0.1,2", "error: --densities: 2 is outside"),
+    ],
+)
+def test_cli_sweep_rejects_a_bad_list(tiny_setup, tmp_path, option, value, message):
+    result = CliRunner().invoke(
+        app, ["sweep", "--config", str(tiny_setup["config"]), option, value, "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith(message)
+    assert not any(tmp_path.iterdir())
