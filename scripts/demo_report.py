@@ -1,6 +1,6 @@
 """Print the demo's table: dense vs pruned accuracy, density, exported file size, where the models went.
 
-    python scripts/demo_report.py demo_runs
+python scripts/demo_report.py demo_runs
 """
 
 from __future__ import annotations
