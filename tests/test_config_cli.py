@@ -95,6 +95,7 @@ def test_set_values_are_typed_by_yaml():
         "pruning": {"scope": "global"},
         "training": {"use_cpu": True},
     }
+    assert parse_overrides(["training.save_strategy=no"]) == {"training": {"save_strategy": "no"}}
     with pytest.raises(UsageError, match="expected KEY=VALUE"):
         parse_overrides(["task.max_train_samples"])
 

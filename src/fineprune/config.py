@@ -122,6 +122,10 @@ def _explain(error: ValidationError) -> str:
     return f"{key}: {message} (got {first['input']!r})"
 
 
+# YAML 1.1 reads these as booleans; on the command line they are words (save_strategy=no).
+_YAML11_WORDS = {"no", "yes", "on", "off", "y", "n"}
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["task.max_train_samples=200", ...]`` -> nested dict; values are read as YAML (so 200 is an int)."""
     tree: dict[str, Any] = {}
@@ -130,7 +134,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UsageError(f"--set {pair!r}: expected KEY=VALUE, e.g. task.max_train_samples=200")
         try:
-            value = yaml.safe_load(raw)
+            value = raw if raw.strip().lower() in _YAML11_WORDS else yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         node = tree
