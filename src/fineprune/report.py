@@ -277,7 +277,7 @@ def weight_distribution(runs: list[Run], weights: Callable[[Run], _Weights]) -> 
     kept = {run.name: _kept_values(weights(run)) for run in chosen}
     if not any(v.numel() for v in kept.values()):
         raise _Skip("the chosen runs keep no weights")
-    limit = max(float(v.abs().max()) for v in kept.values() if v.numel())
+    limit = max(_tail_limit(v) for v in kept.values() if v.numel())
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for run in chosen:
@@ -297,6 +297,12 @@ def weight_distribution(runs: list[Run], weights: Callable[[Run], _Weights]) -> 
     ax.set_ylabel("probability density")
     ax.legend()
     return fig
+
+
+def _tail_limit(values: Tensor, share: float = 0.999) -> float:
+    """The |value| below which `share` of the weights lie: a few outliers would otherwise squash the histogram."""
+    magnitudes = values.abs().flatten()
+    return float(magnitudes.kthvalue(max(1, round(share * magnitudes.numel()))).values)
 
 
 def _kept_values(data: _Weights) -> Tensor:
