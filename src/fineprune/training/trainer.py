@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, Sampler, SequentialSampler
 from transformers import Trainer
 
 from fineprune.pruning import find_pruner
@@ -35,6 +36,22 @@ class PruningTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         if teacher is not None:
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+
+    def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
+        """Evaluation keeps the dataset's order: transformers applies ``group_by_length`` to evaluation too, which
+        would hand SQuAD post-processing the logits of other windows than the ones it maps them to."""
+        if self.args.train_sampling_strategy != "group_by_length" or eval_dataset is None:
+            return super()._get_eval_sampler(eval_dataset)
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    def _clip_grad_norm(self, model):
+        """Clip the model's weights only. The scores' gradient carries lambda (steering raises it by orders of
+        magnitude) and would otherwise shrink every weight update through the shared norm; AdamW already bounds
+        the scores' step by their learning rate."""
+        if self.pruner is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._clip_grad_norm(model)
+        weights = [p for n, p in model.named_parameters() if not n.endswith(SCORES_SUFFIX)]
+        return self.accelerator.clip_grad_norm_(weights, self.args.max_grad_norm)
 
     def create_optimizer(self, model=None):
         """AdamW over two kinds of parameters: the model's (the Trainer's usual groups) and the scores."""
