@@ -27,12 +27,14 @@ from fineprune.pruning.masks import (
 
 @dataclass(frozen=True)
 class Selection:
-    """The state a method selects with: the schedule's value now, and whether a steered run has snapped to its
-    target density (its cool-down), in which case every method keeps the Top-v at that density."""
+    """The state a method selects with: the schedule's value now; whether a steered run has snapped to its
+    target density (its cool-down), in which case every method keeps the Top-v at that density; and, before
+    that, the steered run's target density now, below which a threshold mask must not fall."""
 
     value: float
     training: bool
     snap_density: float | None = None
+    floor_density: float | None = None
 
 
 class PruningMethod:
@@ -82,7 +84,14 @@ class SoftMovement(PruningMethod):
     def masks(self, config, weights, scores, sel):
         if sel.snap_density is not None:
             return topv_masks(scores, sel.snap_density, config.scope)
-        return [threshold_mask(s, sel.value, config.min_density) for s in scores]
+        masks = [threshold_mask(s, sel.value, config.min_density) for s in scores]
+        if sel.floor_density is None:
+            return masks
+        # Steered: the threshold may prune only down to the target. Adam moves every score by about its learning
+        # rate per update whatever lambda is, so the controller cannot stop a fast fall in time; weights pruned past
+        # the target would stop learning and come back untrained at the cool-down's Top-v.
+        floor = topv_masks(scores, sel.floor_density, config.scope)
+        return [mask | kept for mask, kept in zip(masks, floor, strict=True)]
 
     def regularizer(self, scores):
         return torch.stack([torch.sigmoid(s).mean() for s in scores]).mean()

@@ -136,8 +136,9 @@ class Pruner(nn.Module):
         return [p.scores for p in self.parametrizations]
 
     def _selection(self, training: bool) -> Selection:
-        snap = self.config.final_density if self.snapped else None
-        return Selection(value=self.schedule_value, training=training, snap_density=snap)
+        if self.snapped:
+            return Selection(self.schedule_value, training, snap_density=self.config.final_density)
+        return Selection(self.schedule_value, training, floor_density=self.target_density)
 
     def _stochastic(self, training: bool) -> bool:
         return training and self.method.name == "l0" and not self.snapped
