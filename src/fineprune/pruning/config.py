@@ -51,6 +51,17 @@ class PruningConfig(BaseModel):
     )
     scores_init: float | None = Field(None, description="Initial score (default 0; log 9 for l0).")
     scores_learning_rate: float = Field(1e-2, gt=0, description="Learning rate of the scores' optimizer group.")
+    scores_init_from_weights: bool = Field(
+        False,
+        description="Start each score at scores_init + scores_init_scale * z, z the weight's |W| (block mean) "
+        "standardised per matrix: the first masks are magnitude's, and movement then adapts them.",
+    )
+    scores_init_scale: float = Field(
+        1.0,
+        gt=0,
+        description="With scores_init_from_weights: the spread of the initial scores. AdamW moves a score by about "
+        "scores_learning_rate per update, so scale / scores_learning_rate updates overturn one standard deviation.",
+    )
     min_density: float = Field(0.005, ge=0, le=1, description="soft_movement: fraction always kept per matrix.")
     block_shape: tuple[int, int] = Field(
         (1, 1), description="One score per block of (rows, cols) weights; (1, 1) is unstructured pruning."

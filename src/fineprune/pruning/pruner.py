@@ -14,11 +14,25 @@ import torch
 from torch import Tensor, nn
 
 from fineprune.pruning.config import PruningConfig
-from fineprune.pruning.masks import StraightThroughMask, expand_mask
+from fineprune.pruning.masks import StraightThroughMask, expand_mask, group_scores
 from fineprune.pruning.methods import Selection, get_method
 from fineprune.pruning.schedule import cubic_schedule, resolve_steps, validate_schedule
 
 MAX_LOG_LAMBDA_SCALE = 15.0
+
+
+def initial_scores(weight: Tensor, config: PruningConfig) -> Tensor:
+    """One score per block: the constant ``initial_score``, plus, with ``scores_init_from_weights``, the block's
+    mean |W| standardised over the matrix (times ``scores_init_scale``), so that Top-v starts from magnitude's mask."""
+    rows, cols = weight.shape
+    br, bc = config.block_shape
+    init = torch.full((rows // br, cols // bc), config.initial_score, dtype=weight.dtype, device=weight.device)
+    if config.scores_init_from_weights:
+        magnitude = group_scores(weight.detach().double(), config.block_shape)
+        spread = magnitude.std() if magnitude.numel() > 1 else magnitude.new_tensor(0.0)
+        z = (magnitude - magnitude.mean()) / spread if spread > 0 else torch.zeros_like(magnitude)
+        init += (config.scores_init_scale * z).to(weight.dtype)
+    return init
 
 
 class MaskedWeight(nn.Module):
@@ -26,13 +40,9 @@ class MaskedWeight(nn.Module):
 
     def __init__(self, weight: Tensor, config: PruningConfig, uses_scores: bool):
         super().__init__()
-        rows, cols = weight.shape
-        br, bc = config.block_shape
-        self.block_shape = (br, bc)
+        self.block_shape = tuple(config.block_shape)
         if uses_scores:
-            shape = (rows // br, cols // bc)
-            init = torch.full(shape, config.initial_score, dtype=weight.dtype, device=weight.device)
-            self.scores = nn.Parameter(init)
+            self.scores = nn.Parameter(initial_scores(weight, config))
         else:
             self.scores = None
         self.index = -1
