@@ -2,9 +2,13 @@
 
 import gzip
 import json
+import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import DATA, minilm_path
+from tiny_assets import mnli_rows, one_thread, tiny_setup_fixture, write_mnli_tsv  # noqa: F401 (fixture by name)
 from typer.testing import CliRunner
 
 from fineprune.cli import app
@@ -174,3 +178,70 @@ def test_earlier_run_is_refused_and_kept(real, tmp_path):
 def test_export_of_a_run_without_pruned_model(tmp_path):
     (tmp_path / "run").mkdir()
     assert "no trained model" in fail(["export", str(tmp_path / "run"), "--out", str(tmp_path / "out")])
+
+
+def test_a_missing_data_file_is_reported_before_any_model_loads(base, tmp_path, monkeypatch):
+    """The model ("unused") cannot even be found: the error must still be the data file's."""
+    message = fail(["train", "--config", base(data=tmp_path / "missing.tsv")])
+    assert message == f"error: task.train_file: no such file: {tmp_path / 'missing.tsv'}"
+    import fineprune.run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"")
+    (run / "fineprune_config.yaml").write_text((tmp_path / "config.yaml").read_text())
+    monkeypatch.setattr(fineprune.run, "load_model", lambda *args: pytest.fail("the model was loaded first"))
+    message = fail(["eval", str(run), "--set", f"task.validation_file={tmp_path / 'gone.tsv'}"])
+    assert message == f"error: task.validation_file: no such file: {tmp_path / 'gone.tsv'}"
+
+
+# -- tiny real runs: the tiny BERT of tiny_assets ------------------------------------------------------------------
+def tiny_train(setup: dict, out: Path, *sets: str):
+    config = setup["config"]
+    args = ["train", "--config", str(config), "--output-dir", str(out), "--set", "training.num_train_epochs=1"]
+    for value in sets:
+        args += ["--set", value]
+    with one_thread():
+        return runner.invoke(app, args)
+
+
+def test_train_prints_the_result_alone_on_stdout(tiny_setup, tmp_path):
+    """`fineprune train ... | jq .metrics`: the Trainer's log dicts and progress go to stderr."""
+    result = tiny_train(tiny_setup, tmp_path / "run", "training.logging_steps=1", "training.disable_tqdm=false")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert set(printed) == {"metrics", "density"} and "accuracy" in printed["metrics"]
+    assert "'loss'" in result.stderr and "train_runtime" in result.stderr  # the logs did go somewhere
+
+
+def test_a_run_and_its_copies_evaluate_from_any_folder(tiny_setup, tmp_path, monkeypatch):
+    """A run saves its data paths absolute; an export that went elsewhere evaluates on the user's own
+    validation file without the training file it was made with."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    (work / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(tiny_setup["train_file"], work / "data" / "mnli.tsv")
+    monkeypatch.chdir(work)
+    result = tiny_train(tiny_setup, Path("run"), "task.train_file=data/mnli.tsv")
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((work / "run" / "fineprune_config.yaml").read_text())
+    assert saved["task"]["train_file"] == str(work / "data" / "mnli.tsv")
+    trained = json.loads(result.stdout)["metrics"]["accuracy"]
+
+    monkeypatch.chdir(elsewhere)
+    with one_thread():
+        result = runner.invoke(app, ["eval", str(work / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accuracy"] == trained  # the same held-out split, found from elsewhere
+
+    shipped = elsewhere / "shipped"
+    shutil.copytree(work / "run", shipped)
+    saved["task"]["train_file"] = "../shared/data/mnli/dev_matched.tsv.gz"  # as an export made elsewhere holds
+    (shipped / "fineprune_config.yaml").write_text(yaml.safe_dump(saved))
+    assert "task.train_file: no such file" in fail(["eval", str(shipped)])
+    own = elsewhere / "mine.tsv"
+    write_mnli_tsv(own, mnli_rows(12))
+    with one_thread():
+        result = runner.invoke(app, ["eval", str(shipped), "--set", f"task.validation_file={own}"])
+    assert result.exit_code == 0, result.output
+    assert 0 <= json.loads(result.stdout)["accuracy"] <= 1

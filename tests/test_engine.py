@@ -1,17 +1,21 @@
 """prepare / sparsity / bake / load_pruned on tiny random encoders of four architectures."""
 
+import copy
+import json
 import math
 
 import pytest
 import torch
 from conftest import ARCHS, tiny_model
 from pydantic import ValidationError
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 import fineprune as fp
 from fineprune.errors import UsageError
 from fineprune.pruning import find_targets
+from fineprune.pruning.methods import get_method, open_probability
 
 METHODS = ["magnitude", "movement", "soft_movement", "l0"]
 
@@ -62,6 +66,7 @@ def test_include_and_exclude_patterns():
 def test_bake_equals_pruned_model(arch, method, batch):
     model = fp.prepare(tiny_model(arch), config(method))
     finish(model)
+    expected_kept = kept_by_definition(method, model)
     with torch.no_grad():
         pruned_logits = model(**batch).logits
     report = fp.sparsity(model)
@@ -72,8 +77,25 @@ def test_bake_equals_pruned_model(arch, method, batch):
         baked_logits = baked(**batch).logits
     assert (baked_logits - pruned_logits).abs().max() <= 1e-5
     zeros = sum(int((baked.get_submodule(n).weight == 0).sum()) for n in report["matrices"])
-    assert zeros == report["total"] - report["remaining"]
+    assert zeros == report["total"] - report["remaining"] == report["total"] - expected_kept
     assert 0 < report["remaining"] < report["total"]
+
+
+def kept_by_definition(method: str, model: nn.Module) -> int:
+    """How many weights the method keeps at the end of its schedule, counted from the scores (or weights) by the
+    method's definition, not through the pruner's masks: Top-v keeps floor(0.3 n) per matrix; soft movement keeps
+    sigmoid(S) > tau_f = 0.1, at least floor(0.005 n); L0 keeps the deterministic gate's S > 0."""
+    pruner = fp.get_pruner(model)
+    counts = []
+    for linear, p in zip(pruner.linears, pruner.parametrizations):
+        n = linear.parametrizations.weight.original.numel()
+        if method in ("magnitude", "movement"):
+            counts.append(math.floor(0.3 * n))
+        elif method == "soft_movement":
+            counts.append(max(int((torch.sigmoid(p.scores.double()) > 0.1).sum()), math.floor(0.005 * n)))
+        else:
+            counts.append(int((p.scores > 0).sum()))
+    return sum(counts)
 
 
 @pytest.mark.parametrize("scope", ["local", "global"])
@@ -125,16 +147,65 @@ def test_schedule_drives_the_masks():
         pruner.set_step(0, 25)
 
 
-def test_masks_are_cached_until_scores_change(batch):
+def topv_of_scores(pruner, density: float) -> list[torch.Tensor]:
+    """Top-v of each matrix's current scores, computed here from the scores alone."""
+    masks = []
+    for p in pruner.parametrizations:
+        flat = p.scores.detach().flatten()
+        kept = torch.zeros_like(flat, dtype=torch.bool)
+        kept[flat.argsort(descending=True, stable=True)[: math.floor(density * flat.numel())]] = True
+        masks.append(kept.view_as(p.scores))
+    return masks
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_masks_follow_each_optimizer_step_and_are_cached_between(batch, fused):
+    """The fused AdamW step changes the scores without bumping their version counter: the masks must follow it."""
+    model = fp.prepare(tiny_model("bert"), config("movement", warmup_steps=0, cooldown_steps=1)).train()
+    pruner = fp.get_pruner(model)
+    pruner.set_step(5, 5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.5, fused=fused, foreach=None if fused else False)
+    labels = torch.tensor([0, 1, 2])
+    for _ in range(2):
+        first = pruner.binary_masks()
+        model(**batch)
+        assert pruner.binary_masks()[0] is first[0]  # nothing changed: no recomputation
+        optimizer.zero_grad()
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        expected = topv_of_scores(pruner, 0.3)
+        assert not all(torch.equal(m.bool(), e) for m, e in zip(first, expected))  # the step changed the Top-v
+        assert all(torch.equal(m.bool(), e) for m, e in zip(pruner.binary_masks(), expected))
+
+
+def test_fused_adamw_step_then_save_and_load_give_the_same_masks(tmp_path):
+    """The audit's reproduction: one fused AdamW step, save_pretrained, load_pruned: the masks must agree."""
+    torch.manual_seed(0)
+    bert = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    model = fp.prepare(BertForSequenceClassification(bert), config("movement", warmup_steps=0, cooldown_steps=1))
+    pruner = fp.get_pruner(model)
+    pruner.set_step(5, 5)
+    pruner.binary_masks()  # cached before the step
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.5, fused=True)
+    ids = torch.randint(5, 99, (4, 8), generator=torch.Generator().manual_seed(0))
+    model.train()(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+    optimizer.step()
+    model.save_pretrained(tmp_path)
+    loaded = fp.get_pruner(fp.load_pruned(tmp_path))
+    for live, reloaded in zip(pruner.binary_masks(), loaded.binary_masks(), strict=True):
+        assert torch.equal(live, reloaded)
+
+
+def test_invalidate_after_changing_scores_behind_autograd(batch):
+    """``.data`` writes bump no version counter and take no optimizer step: invalidate() is the documented way."""
     model = fp.prepare(tiny_model("bert"), config("movement"))
     pruner = fp.get_pruner(model)
-    pruner.set_step(5, 10)
-    first = pruner.binary_masks()
-    model(**batch)
-    assert pruner.binary_masks()[0] is first[0]  # nothing changed: no recomputation
-    with torch.no_grad():
-        pruner.parametrizations[0].scores.add_(1.0)
-    assert pruner.binary_masks()[0] is not first[0]
+    pruner.set_step(10, 10)
+    pruner.binary_masks()
+    scores = pruner.parametrizations[0].scores
+    scores.data.copy_(torch.randn(scores.shape, generator=torch.Generator().manual_seed(5)))
+    pruner.invalidate()
+    assert torch.equal(pruner.binary_masks()[0].bool(), topv_of_scores(pruner, 0.3)[0])
 
 
 def test_scores_get_the_straight_through_gradient(batch):
@@ -176,11 +247,11 @@ def test_save_and_load_keep_scores_masks_and_clock(tmp_path, batch):
     finish(model)
     pruner = fp.get_pruner(model)
     pruner.set_step(7, 10)
-    pruner.log_lambda_scale.fill_(0.75)
+    pruner.multipliers.copy_(torch.tensor([0.75, 2.5]))
     model.save_pretrained(tmp_path)
     loaded = fp.load_pruned(tmp_path)
     other = fp.get_pruner(loaded)
-    assert other._clock == (7, 10) and float(other.log_lambda_scale) == 0.75
+    assert other._clock == (7, 10) and other.multipliers.tolist() == [0.75, 2.5]
     for a, b in zip(pruner.parametrizations, other.parametrizations):
         assert torch.equal(a.scores, b.scores)
     for a, b in zip(pruner.binary_masks(), other.binary_masks()):
@@ -235,3 +306,49 @@ def test_prepare_twice_is_refused():
     model = fp.prepare(tiny_model("bert"), config("movement"))
     with pytest.raises(UsageError, match="already prepared"):
         fp.prepare(model, config("movement"))
+
+
+def test_folders_of_the_lambda_controller_still_load(tmp_path):
+    """Runs saved before the Lagrangian carry controller_gain in their config and log_lambda_scale in their
+    weights: they load, with both ignored."""
+    model = fp.prepare(tiny_model("bert"), config("soft_movement", final_density=0.2))
+    finish(model)
+    model.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    saved = json.loads(config_file.read_text())
+    saved["fineprune"]["controller_gain"] = 0.05
+    config_file.write_text(json.dumps(saved))
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["fineprune_pruner.log_lambda_scale"] = torch.tensor(1.5, dtype=torch.float64)
+    del weights["fineprune_pruner.multipliers"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded = fp.get_pruner(fp.load_pruned(tmp_path))
+    assert loaded.multipliers.tolist() == [0.0, 0.0]
+    for a, b in zip(fp.get_pruner(model).binary_masks(), loaded.binary_masks(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "movement"])
+def test_baking_a_deep_copy_leaves_the_other_model_alone(method, batch):
+    """torch's parametrize gives deep copies one shared class: baking one must not break the other."""
+    model = fp.prepare(tiny_model("bert"), config(method))
+    finish(model)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        expected = twin(**batch).logits
+    baked = fp.bake(model)
+    with torch.no_grad():
+        assert torch.equal(twin(**batch).logits, expected)  # the twin still has its parametrizations
+        assert torch.equal(fp.bake(twin)(**batch).logits, baked(**batch).logits)
+
+
+def test_l0_expected_density_is_the_weight_weighted_open_probability():
+    """E[density] = sum over scores of P(gate != 0) / number of scores, every score gating one block alike;
+    P(gate != 0) = sigmoid(S - beta log(-l / r)) with beta 2/3, l -0.1, r 1.1, computed here in float64."""
+    scores = [torch.tensor([[0.0, 2.0]]), torch.full((3, 2), -1.0)]
+    method = get_method("l0")
+    shift = (2 / 3) * math.log(0.1 / 1.1)
+    p = [1 / (1 + math.exp(-(s - shift))) for s in (0.0, 2.0, -1.0)]
+    expected = (p[0] + p[1] + 6 * p[2]) / 8  # not the mean of the two matrices' means
+    assert float(method.expected_density(scores)) == pytest.approx(expected, rel=1e-6)
+    assert open_probability(torch.tensor(0.0, dtype=torch.float64)).item() == pytest.approx(p[0], rel=1e-12)

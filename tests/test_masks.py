@@ -99,6 +99,32 @@ def test_hard_concrete_samples_in_unit_interval_and_follow_log_alpha():
     assert log_alpha.grad.abs().sum() > 0
 
 
+def test_hard_concrete_sample_and_gradient_against_float64_finite_differences():
+    """With the noise u fixed, the gate is g(a) = clamp(sigmoid((log u - log(1-u) + a) / beta) (r - l) + l, 0, 1);
+    the sample must equal it and its gradient must equal dg/da, by central differences in float64 (0 where the clamp
+    holds the gate at 0 or 1)."""
+    log_alpha = torch.linspace(-4, 4, 401, dtype=torch.float64)
+    torch.manual_seed(7)
+    noise = torch.empty_like(log_alpha).uniform_(1e-6, 1 - 1e-6)  # the draw the sample makes under the same seed
+    torch.manual_seed(7)
+    a = log_alpha.clone().requires_grad_()
+    sample = hard_concrete_sample(a)
+    sample.sum().backward()
+
+    def gate(values: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid((torch.log(noise) - torch.log1p(-noise) + values) / (2 / 3))
+        return (s * 1.2 - 0.1).clamp(0, 1)
+
+    h = 1e-6
+    numeric = (gate(log_alpha + h) - gate(log_alpha - h)) / (2 * h)
+    stretched = gate(log_alpha).detach()
+    inside = (stretched > 1e-4) & (stretched < 1 - 1e-4)  # away from the clamp's kinks
+    assert torch.allclose(sample.detach(), gate(log_alpha), atol=1e-12)
+    assert inside.sum() > 100 and (stretched == 0).any() and (stretched == 1).any()
+    assert torch.allclose(a.grad[inside], numeric[inside], rtol=1e-6, atol=1e-9)
+    assert (a.grad[(stretched == 0) | (stretched == 1)] == 0).all()
+
+
 def test_straight_through_gradient_by_hand():
     # y = (W * M) x, L = g . y  =>  dL/dW' = g x^T;  dL/dS = (g x^T) * W;  dL/dW = (g x^T) * M
     w = torch.tensor([[1.0, -2.0], [3.0, 4.0]], requires_grad=True)

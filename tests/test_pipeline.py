@@ -47,9 +47,7 @@ SCHEDULE = ["pruning.warmup_steps=2", "pruning.cooldown_steps=4"]
 def invoke(args: list[str]) -> dict:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    text = result.stdout
-    start = text.rfind("\n{\n") + 1 if "\n{\n" in text else text.index("{\n")  # the JSON block printed last
-    return json.loads(text[start:])
+    return json.loads(result.stdout)  # the result alone: logs and progress go to stderr
 
 
 @pytest.fixture(scope="module")

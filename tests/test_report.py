@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from tiny_assets import tiny_setup_fixture, tiny_sweep_fixture  # noqa: F401 (pytest fixtures, used by name)
 from typer.testing import CliRunner
 
 from fineprune.cli import app
-from fineprune.report import FIGURES, report
+from fineprune.errors import UsageError
+from fineprune.report import FIGURES, layers_global, metric_vs_density, read_run, report
 
 MIN_BYTES = 5_000  # a titled, labelled figure with data; an empty canvas is smaller
 
@@ -27,9 +33,10 @@ def test_a_sweep_folder_stands_for_its_runs(tiny_sweep, tmp_path):
     assert len(written) == len(FIGURES)
 
 
-def test_a_dense_run_alone_skips_every_figure(tiny_sweep, tmp_path):
+def test_a_dense_run_alone_supports_no_figure(tiny_sweep, tmp_path):
     notes: list[str] = []
-    assert report([tiny_sweep["out"] / "dense"], tmp_path, notes.append) == []
+    with pytest.raises(UsageError, match="support none of the figures"):
+        report([tiny_sweep["out"] / "dense"], tmp_path, notes.append)
     assert sorted(note.split(":")[0] for note in notes) == sorted(f"skipped {name}" for name in FIGURES)
     assert not list(tmp_path.glob("*.png"))
 
@@ -45,6 +52,65 @@ def test_unfinished_runs_are_left_out_with_a_note(tiny_sweep, tmp_path):
 
 
 def test_cli_report(tiny_sweep, tmp_path):
-    result = CliRunner().invoke(app, ["report", str(tiny_sweep["out"] / "dense"), "--out", str(tmp_path)])
+    result = CliRunner().invoke(app, ["report", str(tiny_sweep["out"]), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert result.output.count("skipped") == len(FIGURES) and "0 figure(s)" in result.output
+    assert f"{len(FIGURES)} figure(s)" in result.output
+
+
+@pytest.mark.parametrize("given", ["dense", "nothing"])
+def test_cli_report_without_a_usable_run_exits_2(tiny_sweep, tmp_path, given):
+    folder = tiny_sweep["out"] / "dense" if given == "dense" else tmp_path / "empty"
+    folder.mkdir(exist_ok=True)
+    result = CliRunner().invoke(app, ["report", str(folder), "--out", str(tmp_path / "figs")])
+    assert result.exit_code == 2, result.output
+    assert result.output.rstrip().splitlines()[-1].startswith("error: ")
+
+
+# -- what the figures draw ------------------------------------------------------------------------------------------
+def summaries(out, names):
+    return {name: json.loads((out / name / "summary.json").read_text()) for name in names}
+
+
+def test_metric_vs_density_draws_each_runs_density_and_accuracy(tiny_sweep):
+    out = tiny_sweep["out"]
+    names = ["dense", "magnitude_0.5", "movement_0.5"]
+    expected = summaries(out, names)
+    fig = metric_vs_density([read_run(out / name) for name in names], None)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    for method in ("magnitude", "movement"):
+        summary = expected[f"{method}_0.5"]
+        assert list(lines[method].get_xdata()) == [100 * summary["sparsity"]["density"]]
+        assert list(lines[method].get_ydata()) == [100 * summary["metrics"]["accuracy"]]
+    dense = 100 * expected["dense"]["metrics"]["accuracy"]
+    assert list(lines["dense model (no pruning)"].get_ydata()) == [dense, dense]
+    assert list(lines["95% of dense"].get_ydata()) == pytest.approx([0.95 * dense] * 2)
+
+
+def test_a_method_and_its_distilled_variant_look_different_and_the_legend_covers_no_data(tiny_sweep):
+    out = tiny_sweep["out"]
+    distilled = read_run(out / "movement_0.5")
+    plain = replace(
+        distilled,
+        config=distilled.config.model_copy(update={"distillation": None}),
+        summary=distilled.summary | {"metrics": {"accuracy": 0.3}},
+    )
+    fig = metric_vs_density([read_run(out / "dense"), distilled, plain], None)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    a, b = lines["movement"], lines["movement + distillation"]
+    assert list(a.get_ydata()) == [30.0]
+    assert a.get_color() != b.get_color()
+    assert (a.get_markerfacecolor(), a.get_linestyle()) != (b.get_markerfacecolor(), b.get_linestyle())
+    FigureCanvasAgg(fig).draw()
+    legend = fig.legends[0].get_window_extent()
+    assert not legend.overlaps(ax.get_window_extent())  # beside the panel: it hides neither points nor dense lines
+    assert {t.get_text() for t in fig.legends[0].get_texts()} >= {"movement", "movement + distillation"}
+
+
+def test_layers_figure_draws_each_layers_density(tiny_sweep):
+    out = tiny_sweep["out"]
+    expected = summaries(out, ["magnitude_0.5", "movement_0.5"])
+    fig = layers_global([read_run(out / name) for name in expected], None)
+    bars = [(patch.get_height()) for patch in fig.axes[0].patches]
+    wanted = [100 * d for name in sorted(expected) for d in expected[name]["sparsity"]["layers"].values()]
+    assert bars == pytest.approx(wanted)

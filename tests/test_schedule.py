@@ -43,3 +43,13 @@ def test_resolve_steps():
     assert resolve_steps(0, 1000, "w") == 0
     with pytest.raises(UsageError, match="pruning.warmup_steps"):
         resolve_steps(-3, 1000, "pruning.warmup_steps")
+
+
+def test_fractions_of_the_run_round_half_up():
+    """Halves go up, as users expect (round() would give 0.05 of 10 steps -> 0 and 0.25 of 10 -> 2), on the
+    decimal written: 0.29 of 50 is 14.5 -> 15, though 0.29 * 50 is 14.499999999999998 in binary."""
+    assert resolve_steps(0.05, 10, "w") == 1
+    assert resolve_steps(0.25, 10, "w") == 3
+    assert resolve_steps(0.29, 50, "w") == 15
+    assert resolve_steps(0.24, 10, "w") == 2
+    assert resolve_steps(0.26, 10, "w") == 3

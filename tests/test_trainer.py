@@ -1,19 +1,44 @@
-"""PruningTrainer details that the Trainer gets wrong for pruning: evaluation order, gradient clipping."""
+"""PruningTrainer details that the Trainer gets wrong for pruning: evaluation order, gradient clipping, logs."""
 
-import math
+import copy
 
+import pytest
 import torch
 from datasets import Dataset
-from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+from transformers import BertConfig, BertForSequenceClassification, TrainerCallback, TrainingArguments
 
 import fineprune as fp
+from fineprune.training.callbacks import PruningCallback
 from fineprune.training.trainer import SCORES_SUFFIX, PruningTrainer
 
 
-def tiny_classifier() -> BertForSequenceClassification:
+def tiny_classifier(dropout: float = 0.1) -> BertForSequenceClassification:
     torch.manual_seed(0)
-    return BertForSequenceClassification(
-        BertConfig(vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    config = BertConfig(
+        vocab_size=8,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    return BertForSequenceClassification(config)
+
+
+def pairs(count: int = 8) -> Dataset:
+    generator = torch.Generator().manual_seed(2)
+    ids = torch.randint(1, 8, (count, 6), generator=generator)
+    return Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
+
+
+def pruning_trainer(model, tmp_path, **args) -> PruningTrainer:
+    defaults = {"output_dir": str(tmp_path), "report_to": [], "use_cpu": True, "save_strategy": "no"}
+    return PruningTrainer(
+        model=model,
+        args=TrainingArguments(**(defaults | args)),
+        train_dataset=pairs(),
+        callbacks=[PruningCallback(fp.get_pruner(model))],
     )
 
 
@@ -38,19 +63,67 @@ def test_group_by_length_leaves_evaluation_in_dataset_order(tmp_path):
     assert sorted(train_order) == order and train_order != order  # the training side still groups by length
 
 
-def test_clipping_leaves_weights_alone_when_the_scores_gradient_is_huge(tmp_path):
-    """A steered lambda makes the scores' gradient norm huge; it must not scale down the weights' update."""
-    model = fp.prepare(tiny_classifier(), fp.PruningConfig(method="soft_movement", final_threshold=0.1))
-    args = TrainingArguments(output_dir=str(tmp_path), max_grad_norm=1.0, report_to=[], use_cpu=True)
-    trainer = PruningTrainer(model=model, args=args)
-    weights, scores = [], []
-    for name, p in model.named_parameters():
-        p.grad = torch.full_like(p, 1e4 if name.endswith(SCORES_SUFFIX) else 1e-3)
-        (scores if name.endswith(SCORES_SUFFIX) else weights).append(p)
-    weight_norm = 1e-3 * math.sqrt(sum(p.numel() for p in weights))  # below max_grad_norm: no clipping due
+class FirstGradients(TrainerCallback):
+    """Records every parameter's gradient as the optimizer sees it in the first step (after the Trainer's clipping)."""
 
-    norm = trainer._clip_grad_norm(model)
+    def __init__(self, model):
+        self.model, self.grads = model, None
 
-    assert scores and math.isclose(float(norm), weight_norm, rel_tol=1e-5)
-    assert all(torch.all(p.grad == 1e-3) for p in weights)
-    assert all(torch.all(p.grad == 1e4) for p in scores)
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self.grads is None:
+            self.grads = {n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None}
+
+
+def test_clipping_a_real_step_scales_the_weights_by_their_own_norm(tmp_path):
+    """A steered lambda makes the scores' gradient huge; the weights must be clipped by their own norm only, and the
+    scores not at all. Expected gradients come from a separate forward and backward of the same batch."""
+    config = fp.PruningConfig(
+        method="soft_movement", initial_threshold=0.05, warmup_steps=0, cooldown_steps=1, regularization_lambda=1e6
+    )
+    model = fp.prepare(tiny_classifier(dropout=0.0), config)
+    twin = copy.deepcopy(model).train()
+    fp.get_pruner(twin).set_step(0, 2)
+    batch = {k: torch.tensor(v) for k, v in pairs()[:].items()}
+    (twin(**batch).loss + fp.get_pruner(twin).regularizer()).backward()
+    raw = {n: p.grad for n, p in twin.named_parameters() if p.grad is not None}
+    weight_norm = torch.linalg.vector_norm(torch.stack([g.norm() for n, g in raw.items() if not n.endswith("scores")]))
+    scores_norm = torch.linalg.vector_norm(torch.stack([g.norm() for n, g in raw.items() if n.endswith("scores")]))
+    assert scores_norm > 100 * weight_norm  # lambda made the scores' gradient dominate a shared norm
+
+    clip = 0.5 * weight_norm.item()
+    trainer = pruning_trainer(model, tmp_path, max_steps=2, per_device_train_batch_size=8, max_grad_norm=clip)
+    recorder = FirstGradients(model)
+    trainer.add_callback(recorder)
+    trainer.train()
+
+    assert set(recorder.grads) == set(raw)
+    for name, grad in recorder.grads.items():
+        expected = raw[name] if name.endswith(SCORES_SUFFIX) else raw[name] * 0.5
+        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-9, msg=name)
+
+
+def test_pruning_values_reach_log_history_and_tensorboard(tmp_path):
+    """transformers records a log and runs report_to integrations before user callbacks' on_log: the pruning values
+    must be in the logs before that (PruningTrainer.log)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = fp.prepare(
+        tiny_classifier(), fp.PruningConfig(method="movement", final_density=0.5, warmup_steps=1, cooldown_steps=1)
+    )
+    trainer = pruning_trainer(
+        model, tmp_path, max_steps=3, logging_steps=1, per_device_train_batch_size=4, report_to=["tensorboard"]
+    )
+    trainer.train()
+
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    # logged after each step's clock moves: step 1 is the first of the cubic (density 1), then the final 0.5
+    assert [(e["step"], e["pruning/density"]) for e in logs] == [(1, 1.0), (2, 0.5), (3, 0.5)]
+    assert all("pruning/lambda" in e for e in logs)
+    events = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert events
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    scalars = accumulator.Tags()["scalars"]
+    assert "train/pruning/density" in scalars
+    assert [(e.step, e.value) for e in accumulator.Scalars("train/pruning/density")] == [(1, 1.0), (2, 0.5), (3, 0.5)]

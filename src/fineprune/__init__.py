@@ -3,6 +3,7 @@
 The public Python API; the ``fineprune`` command line is a thin layer over it.
 """
 
+from fineprune.export.compressed import load_compressed
 from fineprune.pruning import (
     PruningConfig,
     bake,
@@ -12,5 +13,5 @@ from fineprune.pruning import (
     sparsity,
 )
 
-__all__ = ["PruningConfig", "bake", "get_pruner", "load_pruned", "prepare", "sparsity"]
+__all__ = ["PruningConfig", "bake", "get_pruner", "load_compressed", "load_pruned", "prepare", "sparsity"]
 __version__ = "0.1.0"

@@ -42,12 +42,39 @@ class TaskSection(_Section):
     max_answer_length: int = Field(30, ge=1, description="squad: longest answer, in tokens.")
     seed: int = Field(42, description="Seed of the train/eval split.")
 
+    def data_files(self, training: bool = True) -> dict[str, str]:
+        """The local files a run reads, by key: evaluating with a validation_file needs no train_file."""
+        files = {"task.train_file": self.train_file, "task.validation_file": self.validation_file}
+        if not training and self.validation_file is not None:
+            files.pop("task.train_file")
+        return {key: path for key, path in files.items() if path is not None}
+
 
 class DistillationSection(_Section):
     teacher: str = Field(description="Folder of the fine-tuned dense teacher (a `method: none` run or export).")
     alpha_ce: float = Field(0.5, ge=0, description="Weight of the task loss.")
     alpha_distil: float = Field(0.5, ge=0, description="Weight of the distillation loss.")
     temperature: float = Field(2.0, gt=0, description="Softmax temperature T of the distillation loss.")
+    alpha_hidden: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the hidden-state loss, as CoFi / oBERT: the mean over matched layers of the squared "
+        "error per hidden unit between the student's and the teacher's hidden states on the real (non-padding) "
+        "tokens. Needs equal hidden sizes (and layer counts unless hidden_layers is given).",
+    )
+    hidden_layers: dict[int, int] | None = Field(
+        None,
+        description="With alpha_hidden: student layer -> teacher layer whose outputs are matched (1 = the first "
+        "transformer layer, 0 = the embeddings); default every layer to the teacher's at the same depth.",
+    )
+
+    @model_validator(mode="after")
+    def _check_hidden(self) -> DistillationSection:
+        if self.hidden_layers is not None and self.alpha_hidden == 0:
+            raise ValueError("hidden_layers is set but alpha_hidden is 0: give alpha_hidden > 0 to use it")
+        if self.hidden_layers is not None and not self.hidden_layers:
+            raise ValueError("hidden_layers is empty: map at least one student layer to a teacher layer")
+        return self
 
 
 _TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
@@ -189,6 +216,36 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     """Read a YAML config and apply ``--set`` overrides."""
     data = _merge(read_yaml(path), parse_overrides(overrides or []))
     return build_config(data, str(path))
+
+
+def _absolute(path: str | None, base: Path, always: bool) -> str | None:
+    """`path` made absolute against `base` if it is a local path (`always`) or names something there (a folder
+    given where a hub id is also allowed); otherwise as it was."""
+    if path is None or Path(path).expanduser().is_absolute():
+        return path
+    local = base / Path(path).expanduser()
+    return str(local.resolve()) if always or local.exists() else path
+
+
+def with_absolute_paths(config: RunConfig, base: str | Path | None = None) -> RunConfig:
+    """The config with its local paths (data files, model and teacher folders) absolute, resolved against `base`
+    (default: the working folder, against which the command line reads them). A run saves this, so that the run
+    and its exports find their data whatever folder they are evaluated from."""
+    base = Path(base or Path.cwd())
+    task = config.task.model_copy(
+        update={
+            "train_file": _absolute(config.task.train_file, base, always=True),
+            "validation_file": _absolute(config.task.validation_file, base, always=True),
+        }
+    )
+    update: dict[str, Any] = {
+        "task": task,
+        "model": config.model.model_copy(update={"name_or_path": _absolute(config.model.name_or_path, base, False)}),
+    }
+    if config.distillation is not None:
+        teacher = _absolute(config.distillation.teacher, base, always=False)
+        update["distillation"] = config.distillation.model_copy(update={"teacher": teacher})
+    return config.model_copy(update=update)
 
 
 def dump_config(config: RunConfig) -> str:

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullLocator
 from torch import Tensor, nn
 
 from fineprune.config import RunConfig, build_config, read_yaml
+from fineprune.errors import UsageError
 from fineprune.pruning import get_pruner, is_pruned_folder, load_pruned
 from fineprune.run import CONFIG_FILE, SUMMARY_FILE
 
@@ -26,6 +28,7 @@ MAIN_METRIC = {"mnli": "accuracy", "qqp": "accuracy", "squad": "f1"}
 METHOD_COLORS = {"magnitude": "tab:blue", "movement": "tab:orange", "soft_movement": "tab:green", "l0": "tab:red"}
 # Different shapes and sizes, so methods that land on the same point (common at low sparsity) stay visible.
 METHOD_MARKERS = {"magnitude": ("s", 9), "movement": ("o", 7), "soft_movement": ("^", 6), "l0": ("D", 4)}
+DISTILLED_SHADE = 0.55  # a distilled run's colour: its method's, darkened by this factor
 PRUNED_COLOR = "0.7"
 SCATTER_POINTS = 20_000
 
@@ -122,11 +125,6 @@ class _Weights:
         return torch.cat([v.reshape(-1) for v in values])
 
 
-def _expand(scores: Tensor, block_shape: tuple[int, int]) -> Tensor:
-    """One score per block -> one per weight, so scores line up with the weights they gate."""
-    return scores.repeat_interleave(block_shape[0], 0).repeat_interleave(block_shape[1], 1)
-
-
 def _load_weights(run: Run) -> _Weights:
     if not is_pruned_folder(run.path):
         raise _Skip(f"{run.path} holds no pruned model to read masks from")
@@ -136,7 +134,7 @@ def _load_weights(run: Run) -> _Weights:
         kept = [mask.bool() for mask in pruner.binary_masks()]
         scores = None
         if pruner.method.uses_scores:
-            scores = [_expand(p.scores.detach().float(), p.block_shape) for p in pruner.parametrizations]
+            scores = [p.weight_scores().float() for p in pruner.parametrizations]
     return _Weights(list(pruner.names), weights, kept, scores)
 
 
@@ -182,6 +180,17 @@ def _label(run: Run, pruned: list[Run]) -> str:
     return label
 
 
+def _curve_style(run: Run) -> dict:
+    """The method's colour and marker shape; a distilled run in a darker shade, hollow markers and a dashed line, so
+    a method and its distilled variant stay apart."""
+    marker, size = METHOD_MARKERS[run.method]
+    style = {"marker": marker, "markersize": size, "color": METHOD_COLORS[run.method]}
+    if run.distilled:
+        shade = tuple(DISTILLED_SHADE * c for c in to_rgb(style["color"]))
+        style |= {"color": shade, "markerfacecolor": "white", "linestyle": "--"}
+    return style
+
+
 def _percent_axis(axis, values: list[float]) -> None:
     """A log axis labelled at the given percentages only, as the paper's figures are."""
     axis.set_ticks(sorted(set(values)))
@@ -196,7 +205,7 @@ def metric_vs_density(runs: list[Run], _weights: Callable[[Run], _Weights]) -> F
     if not pruned:
         raise _Skip("no pruned run with a metric")
     tasks = sorted({r.task for r in pruned})
-    fig = Figure(figsize=(6.5 * len(tasks), 4.5))
+    fig = Figure(figsize=(6.5 * len(tasks) + 3, 4.5), layout="constrained")
     for ax, task in zip(fig.subplots(1, len(tasks), squeeze=False)[0], tasks, strict=True):
         metric = MAIN_METRIC[task]
         curves: dict[str, list[Run]] = defaultdict(list)
@@ -207,8 +216,7 @@ def metric_vs_density(runs: list[Run], _weights: Callable[[Run], _Weights]) -> F
             members.sort(key=lambda r: r.density)
             x, y = [100 * r.density for r in members], [100 * r.score for r in members]
             xs += x
-            marker, size = METHOD_MARKERS[members[0].method]
-            ax.plot(x, y, marker=marker, markersize=size, label=label, color=METHOD_COLORS[members[0].method])
+            ax.plot(x, y, label=label, **_curve_style(members[0]))
         dense = [r for r in runs if r.method == "none" and r.task == task and r.score is not None]
         if dense:
             ax.axhline(100 * dense[0].score, color="black", label="dense model (no pruning)")
@@ -219,7 +227,9 @@ def metric_vs_density(runs: list[Run], _weights: Callable[[Run], _Weights]) -> F
         ax.set_xlabel("remaining weights of the encoder's linear layers (%, log scale)")
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+    # One legend beside the panels: inside, it would cover the dense lines or the points.
+    entries = {label: handle for ax in fig.axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(entries.values(), entries.keys(), loc="outside right upper")
     return fig
 
 
@@ -396,9 +406,12 @@ FIGURES: dict[str, Callable[[list[Run], Callable[[Run], _Weights]], Figure]] = {
 def report(run_dirs: list[Path], out: Path, progress: Callable[[str], None] = print) -> list[Path]:
     """Draw every figure the runs support into `out` (PNG); returns the files written.
 
-    A sweep folder may stand for all the runs in it. Pruned models are loaded once each, on first need.
+    A sweep folder may stand for all the runs in it. Pruned models are loaded once each, on first need. No finished
+    run, or none that supports a figure, is a usage error (after the notes that say why).
     """
     runs = _read_runs([Path(p) for p in run_dirs], progress)
+    if not runs:
+        raise UsageError(f"no finished run (with {SUMMARY_FILE} and {CONFIG_FILE}) in {', '.join(map(str, run_dirs))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache: dict[Path, _Weights] = {}
@@ -418,4 +431,6 @@ def report(run_dirs: list[Path], out: Path, progress: Callable[[str], None] = pr
         fig.savefig(out / name, dpi=130, bbox_inches="tight")
         written.append(out / name)
         progress(f"wrote {out / name}")
+    if not written:
+        raise UsageError("the runs given support none of the figures (the notes above say what each one needs)")
     return written

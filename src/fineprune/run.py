@@ -16,8 +16,21 @@ import torch
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedModel
 
-from fineprune.config import RunConfig, build_config, dump_config, load_config, read_yaml
+from fineprune.config import RunConfig, build_config, dump_config, load_config, read_yaml, with_absolute_paths
 from fineprune.errors import UsageError
+from fineprune.export.compact import compact as compact_model
+from fineprune.export.compact import is_compact_folder, model_card_section, save_compact
+from fineprune.export.compact import summary as compact_summary
+from fineprune.export.compressed import (
+    COMPRESSED_NOTE,
+    OTHER_DTYPES,
+    WEIGHTS_FILE,
+    export_compressed,
+    is_compressed_folder,
+    load_compressed,
+    size_section,
+)
+from fineprune.export.onnx import GRAPHS, ONNX_DIR, export_onnx
 from fineprune.pruning import (
     bake,
     find_pruner,
@@ -27,8 +40,9 @@ from fineprune.pruning import (
     sparsity,
     weight_density,
 )
-from fineprune.tasks import Task, TaskData, get_task
+from fineprune.tasks import HEAD_TASKS, Task, TaskData, get_task
 from fineprune.training.callbacks import PruningCallback
+from fineprune.training.distill import hidden_layer_pairs
 from fineprune.training.trainer import PruningTrainer
 
 CONFIG_FILE = "fineprune_config.yaml"
@@ -46,21 +60,46 @@ def load_model(path: str | Path, task: Task, where: str) -> PreTrainedModel:
     """A fineprune folder (pruned, with scores) via load_pruned; anything else with the task's Auto class."""
     if is_pruned_folder(path):
         model = load_pruned(path)
+    elif is_compressed_folder(path):
+        model = load_compressed(path)
     else:
         try:
             # A model already fine-tuned for this kind of task keeps its head (and its label count, checked below).
             architectures = transformers.AutoConfig.from_pretrained(str(path)).architectures or []
             fine_tuned = any(a.endswith(task.head_suffix) for a in architectures)
-            model = task.auto_class.from_pretrained(str(path), **({} if fine_tuned else task.model_kwargs()))
+            kwargs = ({} if fine_tuned else task.model_kwargs()) | {"trust_remote_code": is_compact_folder(path)}
+            model = task.auto_class.from_pretrained(str(path), **kwargs)
         except (OSError, ValueError) as error:
             raise UsageError(f"{where} {path}: cannot load a model: {str(error).splitlines()[0]}") from None
     task.check_model(model, f"{where} {path}")
     return model
 
 
+def load_stock_model(path: Path) -> PreTrainedModel:
+    """A model folder as saved, head included, through the Auto class of its architecture's head
+    (trust_remote_code: a compact export carries its own modeling code)."""
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True)
+        architecture = (config.architectures or [""])[0]
+        auto_class = next((t.auto_class for t in HEAD_TASKS if architecture.endswith(t.head_suffix)), None)
+        model = auto_class.from_pretrained(str(path), trust_remote_code=True) if auto_class else None
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path}: cannot load a model: {str(error).splitlines()[0]}") from None
+    if model is None:
+        raise UsageError(f"{path}: {architecture or 'the model'} is not a classification or question-answering model")
+    return model.eval()
+
+
 def freeze_embeddings(model: PreTrainedModel) -> None:
     embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
     embeddings.requires_grad_(False)
+
+
+def check_data_files(config: RunConfig, training: bool = True) -> None:
+    """Every local data file the job reads exists: said before any model is loaded."""
+    for key, path in config.task.data_files(training).items():
+        if not Path(path).expanduser().is_file():
+            raise UsageError(f"{key}: no such file: {path}")
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -100,6 +139,7 @@ def train(config: RunConfig, output_dir: str | None = None, overwrite: bool = Fa
         raise UsageError(f"{out_path}: no checkpoint to resume from (checkpoints are saved per training.save_strategy)")
 
     task = get_task(config.task.name)
+    check_data_files(config)
     transformers.set_seed(config.training.get("seed", 42))
     tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
     model = load_model(config.model.name_or_path, task, "model.name_or_path")
@@ -116,10 +156,12 @@ def train(config: RunConfig, output_dir: str | None = None, overwrite: bool = Fa
     if overwrite and out_path.exists():
         shutil.rmtree(out_path)  # the user asked for it; every check above has passed
     out_path.mkdir(parents=True, exist_ok=True)
-    (out_path / CONFIG_FILE).write_text(dump_config(config))
+    # Local paths absolute: the run and its exports find their data from any folder.
+    (out_path / CONFIG_FILE).write_text(dump_config(with_absolute_paths(config)))
     trainer = _trainer(model, args, tokenizer, data, config, teacher)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out_path))
+    trainer.save_state()  # trainer_state.json: the log history, pruning/* included
     metrics = task.evaluate(trainer, data, out_path if trainer.is_world_process_zero() else None)
     summary = {
         "task": config.task.name,
@@ -162,6 +204,11 @@ def _load_teacher(config: RunConfig, task: Task, student: PreTrainedModel) -> Pr
             f"distillation.teacher {config.distillation.teacher}: vocabulary of {teacher.config.vocab_size} tokens, "
             f"the student's has {student.config.vocab_size}"
         )
+    if config.distillation.alpha_hidden > 0:
+        try:
+            hidden_layer_pairs(student.config, teacher.config, config.distillation.hidden_layers)
+        except ValueError as error:
+            raise UsageError(f"distillation.teacher {config.distillation.teacher}: {error}") from None
     return teacher
 
 
@@ -179,6 +226,8 @@ def _trainer(model, args, tokenizer, data: TaskData, config: RunConfig, teacher=
         alpha_ce=distill.alpha_ce if distill else 1.0,
         alpha_distil=distill.alpha_distil if distill else 0.0,
         temperature=distill.temperature if distill else 1.0,
+        alpha_hidden=distill.alpha_hidden if distill else 0.0,
+        hidden_layers=distill.hidden_layers if distill else None,
         scores_learning_rate=config.pruning.scores_learning_rate,
     )
 
@@ -198,32 +247,93 @@ def find_config(model_dir: Path) -> Path:
     raise UsageError(f"{model_dir}: no {CONFIG_FILE} here or in the parent folder; pass --config")
 
 
-def evaluate(model_dir: str | Path, config_path: str | None = None, overrides: list[str] | None = None) -> dict:
-    """Evaluate a run, checkpoint or export with the binary masks of its current state; writes eval_results.json."""
+def evaluate(
+    model_dir: str | Path, config_path: str | None = None, overrides: list[str] | None = None, backend: str = "torch"
+) -> dict:
+    """Evaluate a run, checkpoint or export with the binary masks of its current state; writes eval_results.json.
+
+    ``backend`` "onnx" or "onnx-quantized" evaluates the folder's graph of ``fineprune export --onnx`` with ONNX
+    Runtime instead, on the same features and metrics, and writes eval_results_<backend>.json.
+    """
     model_dir = Path(model_dir)
-    if not has_model(model_dir):
-        raise UsageError(f"{model_dir}: no model here (expected {' or '.join(MODEL_FILES)})")
+    graph = model_dir / ONNX_DIR / GRAPHS[backend] if backend != "torch" else None
+    if graph is None and not (has_model(model_dir) or is_compressed_folder(model_dir)):
+        raise UsageError(f"{model_dir}: no model here (expected {' or '.join((*MODEL_FILES, WEIGHTS_FILE))})")
+    if graph is not None and not graph.is_file():
+        raise UsageError(f"{graph}: no ONNX graph here (write it with `fineprune export {model_dir} --onnx`)")
     config = load_config(config_path or find_config(model_dir), overrides)
     task = get_task(config.task.name)
+    check_data_files(config, training=False)
     source = model_dir if (model_dir / "tokenizer_config.json").is_file() else config.model.name_or_path
     tokenizer = AutoTokenizer.from_pretrained(str(source))
+    if graph is not None:
+        return _evaluate_graph(graph, backend, config, task, tokenizer, model_dir / f"eval_results_{backend}.json")
     model = load_model(model_dir, task, "model").eval()
-    data = task.prepare(config, tokenizer)
+    data = task.prepare(config, tokenizer, training=False)
     args = config.training_arguments(output_dir=str(model_dir / "eval_tmp"), report_to="none", save_strategy="no")
     trainer = _trainer(model, args, tokenizer, data, config)
     metrics = task.evaluate(trainer, data, model_dir)
     shutil.rmtree(model_dir / "eval_tmp", ignore_errors=True)
-    return _write_eval(model_dir, metrics, _density(model))
+    return _write_eval(model_dir, metrics | {"backend": backend}, _density(model))
+
+
+def _evaluate_graph(graph: Path, backend: str, config: RunConfig, task: Task, tokenizer, results_file: Path) -> dict:
+    """The task's metrics of an ONNX graph run by ONNX Runtime, written to ``results_file``."""
+    from fineprune.onnx_inference import open_session, predict
+
+    data = task.prepare(config, tokenizer, training=False)
+    batch_size = config.training.get("per_device_eval_batch_size", 8)
+    outputs = predict(open_session(graph), task.model_inputs(data.eval), tokenizer, batch_size)
+    results = task.score(data, outputs, None) | {"backend": backend, "graph": str(graph)}
+    results_file.write_text(json.dumps(results, indent=2))
+    return results
 
 
 # -- export ----------------------------------------------------------------------------------------------------------
-def export(run_dir: str | Path, out: str | Path, bake_masks: bool = True, overwrite: bool = False) -> dict:
-    """Write a stock transformers folder (config, safetensors, tokenizer, model card) of a pruned run."""
-    run_dir, out = Path(run_dir), Path(out)
+def export(
+    run_dir: str | Path,
+    out: str | Path | None,
+    bake_masks: bool = True,
+    overwrite: bool = False,
+    onnx: bool = False,
+    compact: bool = False,
+    compress: bool = False,
+    other_dtype: str | None = None,
+    zstd: bool = True,
+) -> dict:
+    """Write a stock transformers folder (config, safetensors, tokenizer, model card) of a pruned run.
+
+    ``compress`` stores the weights in fineprune's compressed format instead (:mod:`fineprune.export.compressed`:
+    pruned weights as bitmask + int8, the other matrices in ``other_dtype``, int8 or fp16; ``zstd`` over each part).
+
+    ``compact`` removes the heads and FFN neurons the masks left empty (:mod:`fineprune.export.compact`): the folder
+    then loads with ``trust_remote_code=True``, without fineprune.
+
+    ``onnx`` adds its ONNX graphs (fp32, int8) in ``out/onnx``; for a folder that already holds a stock model (a
+    dense run, an export) that is all it does: into the folder itself, or into a copy of the model at ``out``.
+    """
+    run_dir = Path(run_dir)
     if not has_model(run_dir):
         raise UsageError(f"{run_dir}: no trained model here (has the run finished?)")
+    if onnx and not bake_masks:
+        raise UsageError("--onnx needs the masks baked: drop --keep-scores")
+    if compact and not bake_masks:
+        raise UsageError("--compact removes what the baked masks left empty: drop --keep-scores")
+    if other_dtype is not None and not compress:
+        raise UsageError("--other-dtype: only with --compress")
+    if other_dtype not in (None, *OTHER_DTYPES):
+        raise UsageError(f"--other-dtype {other_dtype}: expected one of {', '.join(OTHER_DTYPES)}")
+    if compress and not bake_masks:
+        raise UsageError("--compress needs the masks baked: drop --keep-scores")
+    if compress and (compact or onnx):
+        raise UsageError("--compress writes its own format: export --compact or --onnx to another folder")
     if not is_pruned_folder(run_dir):
+        if onnx:
+            return _export_stock_onnx(run_dir, Path(out) if out else None, overwrite)
         raise UsageError(f"{run_dir}: holds no pruned model (a `method: none` run?): there are no masks to bake")
+    if out is None:
+        raise UsageError(f"--out: required to export the pruned run {run_dir}")
+    out = Path(out)
     if _is_run_dir(out) and not overwrite:
         raise UsageError(f"{out} is not empty: pass --overwrite to replace it")
     config_path = find_config(run_dir)
@@ -231,21 +341,70 @@ def export(run_dir: str | Path, out: str | Path, bake_masks: bool = True, overwr
     report = sparsity(model)
     if bake_masks:
         model = bake(model)
+    removal = None
+    if compact:
+        compacted = compact_model(model)
+        removal, model = compact_summary(model, compacted), compacted
     if out.exists():
         shutil.rmtree(out)
-    model.save_pretrained(out)
+    storage = None
+    if removal is not None:
+        save_compact(model, out)
+    elif compress:
+        pruned = [f"{name}.weight" for name in report["matrices"]]
+        storage = export_compressed(model, out, pruned, other_dtype or "int8", zstd)
+    else:
+        model.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(run_dir)).save_pretrained(out)
     shutil.copy(config_path, out / CONFIG_FILE)
     summary_path = run_dir / SUMMARY_FILE
     metrics = json.loads(summary_path.read_text())["metrics"] if summary_path.is_file() else {}
-    (out / "README.md").write_text(model_card(build_config(read_yaml(config_path), str(config_path)), report, metrics))
+    card = model_card(build_config(read_yaml(config_path), str(config_path)), report, metrics, removal, storage)
+    (out / "README.md").write_text(card)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-    return {"out": str(out), "density": report["density"], "safetensors_bytes": size, "metrics": metrics}
+    result = {"out": str(out), "density": report["density"], "safetensors_bytes": size, "metrics": metrics}
+    if removal is not None:
+        result["compact"] = {k: v for k, v in removal.items() if k != "layers"}
+    if storage is not None:
+        result |= {k: v for k, v in storage.items() if k != "file"}
+    return result | (export_onnx(model, out) if onnx else {})
 
 
-def model_card(config: RunConfig, report: dict, metrics: dict) -> str:
-    """A Hugging Face model card: what was pruned, how, how much is left (overall and per layer), how well it does."""
+def _export_stock_onnx(folder: Path, out: Path | None, overwrite: bool) -> dict:
+    """ONNX graphs of a stock model folder, in ``folder/onnx``, or in ``out/onnx`` beside a copy of the model."""
+    if out is not None and out.resolve() == folder.resolve():
+        out = None
+    replaced = folder / ONNX_DIR if out is None else out
+    if _is_run_dir(replaced) and not overwrite:
+        raise UsageError(f"{replaced} is not empty: pass --overwrite to replace it")
+    model = load_stock_model(folder)
+    shutil.rmtree(replaced, ignore_errors=True)
+    target = out or folder
+    if out is not None:
+        model.save_pretrained(out)
+        if (folder / "tokenizer_config.json").is_file():
+            AutoTokenizer.from_pretrained(str(folder)).save_pretrained(out)
+        if (folder / CONFIG_FILE).is_file():
+            shutil.copy(folder / CONFIG_FILE, out / CONFIG_FILE)
+    return {"out": str(target)} | export_onnx(model, target)
+
+
+def model_card(
+    config: RunConfig, report: dict, metrics: dict, compact: dict | None = None, compressed: dict | None = None
+) -> str:
+    """A Hugging Face model card: what was pruned, how, how much is left (overall and per layer), how well it does;
+    for a compact export (``compact``: its summary) what was removed and how to load it; for a compressed one
+    (``compressed``: its sizes) how it is stored and loaded."""
     p = config.pruning
+    selection = f"{p.scope} selection{' of heads and FFN neurons' if p.structure == 'heads_neurons' else ''}"
+    loading = (
+        "The masks are baked in and the empty heads and FFN neurons removed (see Compact model below)."
+        if compact
+        else COMPRESSED_NOTE
+        if compressed
+        else "The masks are baked in: this is a stock transformers model, zeros where weights were pruned; "
+        "it loads with `AutoModel*.from_pretrained` and needs no fineprune."
+    )
     lines = [
         "---",
         "library_name: transformers",
@@ -254,9 +413,8 @@ def model_card(config: RunConfig, report: dict, metrics: dict) -> str:
         f"# {config.task.name} model fine-pruned with fineprune",
         "",
         f"Fine-pruned from `{config.model.name_or_path}` on `{config.task.name}` with **{p.method}** pruning "
-        f"({p.scope} selection){' and distillation from `' + config.distillation.teacher + '`' if config.distillation else ''}.",
-        "The masks are baked in: this is a stock transformers model, zeros where weights were pruned; "
-        "it loads with `AutoModel*.from_pretrained` and needs no fineprune.",
+        f"({selection}){' and distillation from `' + config.distillation.teacher + '`' if config.distillation else ''}.",
+        loading,
         "",
         f"**Remaining encoder linear weights: {report['remaining']:,} of {report['total']:,} "
         f"({100 * report['density']:.2f}%)**",
@@ -280,5 +438,10 @@ def model_card(config: RunConfig, report: dict, metrics: dict) -> str:
             for ms in kinds.values()
         ]
         lines.append(f"| {layer} | {cells[0]} | {cells[1]} | {100 * density:.2f}% |")
-    lines += ["", "## Configuration", "", "```yaml", dump_config(config).rstrip(), "```", ""]
+    lines.append("")
+    if compact:
+        lines += model_card_section(compact)
+    if compressed:
+        lines += size_section(compressed)
+    lines += ["## Configuration", "", "```yaml", dump_config(config).rstrip(), "```", ""]
     return "\n".join(lines)

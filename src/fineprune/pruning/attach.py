@@ -14,7 +14,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from fineprune.errors import UsageError
+from fineprune.export import compact_modeling
 from fineprune.pruning.config import PruningConfig
+from fineprune.pruning.groups import group_parametrizations
 from fineprune.pruning.methods import get_method
 from fineprune.pruning.pruner import MaskedWeight, Pruner
 
@@ -24,11 +26,10 @@ CONFIG_ATTRIBUTE = "fineprune"
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The encoder's stack of transformer blocks: the largest ``nn.ModuleList`` (by parameter count) in the model."""
-    base = getattr(model, "base_model", model)
-    stacks = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    if not stacks:
-        raise UsageError(f"{type(model).__name__} has no stack of layers (nn.ModuleList) to prune")
-    return max(stacks, key=lambda m: sum(p.numel() for p in m.parameters()))
+    try:
+        return compact_modeling.encoder_layers(model)
+    except ValueError as error:
+        raise UsageError(f"{error} to prune") from None
 
 
 def find_targets(model: nn.Module, config: PruningConfig) -> dict[str, nn.Linear]:
@@ -72,12 +73,16 @@ def prepare(model: nn.Module, config: PruningConfig) -> nn.Module:
         raise UsageError("this model is already prepared for pruning; bake() it or start from a fresh model")
     method = get_method(config.method)
     targets = find_targets(model, config)
-    parametrizations = []
-    for name, linear in targets.items():
-        _check_blocks(name, linear, config.block_shape)
-        masked = MaskedWeight(linear.weight, config, uses_scores=method.uses_scores)
-        parametrizations.append(masked)
-    pruner = Pruner(config, targets, parametrizations)
+    groups = None
+    if config.structure == "heads_neurons":
+        groups, parametrizations = group_parametrizations(model, targets, config, method.uses_scores)
+    else:
+        parametrizations = []
+        for name, linear in targets.items():
+            _check_blocks(name, linear, config.block_shape)
+            masked = MaskedWeight(linear.weight, config, uses_scores=method.uses_scores)
+            parametrizations.append(masked)
+    pruner = Pruner(config, targets, parametrizations, groups)
     for linear, masked in zip(targets.values(), parametrizations, strict=True):
         parametrize.register_parametrization(linear, "weight", masked, unsafe=True)
     model.add_module(PRUNER_ATTRIBUTE, pruner)

@@ -20,6 +20,7 @@ def bake(model: nn.Module) -> nn.Module:
     masks = pruner.binary_masks()
     with torch.no_grad():
         for linear, mask in zip(pruner.linears, masks, strict=True):
+            _own_class(linear)
             parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
             linear.weight.mul_(mask)
     owner = next(m for m in model.modules() if getattr(m, PRUNER_ATTRIBUTE, None) is pruner)
@@ -28,3 +29,11 @@ def bake(model: nn.Module) -> nn.Module:
     if config is not None and hasattr(config, CONFIG_ATTRIBUTE):
         delattr(config, CONFIG_ATTRIBUTE)
     return model
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give `module` a private copy of its parametrized class. torch's parametrize makes one class per module, but
+    deep copies of the model share it, and removing a parametrization deletes the property from that class: baking
+    one copy would break every other."""
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))

@@ -15,6 +15,8 @@ TOPV_METHODS = ("magnitude", "movement")
 STEERABLE_METHODS = ("soft_movement", "l0")
 SCORED_METHODS = ("movement", "soft_movement", "l0")
 
+# controller_gain: the lambda controller of steered runs, replaced by the density band and L0's Lagrangian.
+OBSOLETE_FIELDS = frozenset({"controller_gain"})
 DEFAULT_LAMBDA = {"soft_movement": 400.0, "l0": 125.0}
 DEFAULT_SCORES_INIT = {"movement": 0.0, "soft_movement": 0.0, "l0": math.log(9.0)}
 
@@ -27,8 +29,9 @@ class PruningConfig(BaseModel):
     method: Method = Field("movement", description="none | magnitude | movement | soft_movement | l0.")
     scope: Literal["local", "global"] = Field(
         "local",
-        description="Top-v per matrix (local) or one threshold over all pruned matrices (global). For a steered "
-        "soft_movement / l0 run it is how the final density is met.",
+        description="Top-v per matrix (local) or one threshold over all pruned matrices (global); with structure "
+        "heads_neurons, per layer (local) or over all layers (global). For a steered soft_movement / l0 run it is "
+        "how the final density is met.",
     )
     initial_density: float = Field(1.0, gt=0, le=1, description="Density (fraction kept) before warm-up ends.")
     final_density: float | None = Field(
@@ -44,17 +47,24 @@ class PruningConfig(BaseModel):
         None, ge=0, description="Final lambda of the regularizer (default: 400 soft_movement, 125 l0)."
     )
     warmup_steps: int | float = Field(
-        0.1, ge=0, description="Steps at the initial value: optimizer steps, or a fraction of the run if < 1."
+        0.1,
+        ge=0,
+        description="Steps at the initial value: optimizer steps, or a fraction of the run if < 1 (rounded half "
+        "up: 0.05 of 10 steps is 1, 0.25 of 10 is 3).",
     )
     cooldown_steps: int | float = Field(
-        0.2, ge=0, description="Steps at the final value at the end: optimizer steps, or a fraction if < 1."
+        0.2,
+        ge=0,
+        description="Steps at the final value at the end: optimizer steps, or a fraction of the run if < 1 "
+        "(rounded half up).",
     )
     scores_init: float | None = Field(None, description="Initial score (default 0; log 9 for l0).")
     scores_learning_rate: float = Field(1e-2, gt=0, description="Learning rate of the scores' optimizer group.")
     scores_init_from_weights: bool = Field(
         False,
         description="Start each score at scores_init + scores_init_scale * z, z the weight's |W| (block mean) "
-        "standardised per matrix: the first masks are magnitude's, and movement then adapts them.",
+        "standardised per matrix (structure heads_neurons: the group's RMS, standardised over its layer's groups): "
+        "the first masks are magnitude's, and movement then adapts them.",
     )
     scores_init_scale: float = Field(
         1.0,
@@ -62,9 +72,32 @@ class PruningConfig(BaseModel):
         description="With scores_init_from_weights: the spread of the initial scores. AdamW moves a score by about "
         "scores_learning_rate per update, so scale / scores_learning_rate updates overturn one standard deviation.",
     )
+    scores_update: Literal["adamw", "sgd", "platon"] = Field(
+        "adamw",
+        description="How the scores learn from dL/dS = dL/dW' * W. adamw: the optimizer's AdamW (divides by the "
+        "gradient's RMS, so |W| cancels). sgd: S <- S - lr * dL/dS, the paper's accumulation of movement, with "
+        "scores_learning_rate following the Trainer's lr schedule as the reference's scores group does; raw score "
+        "gradients are ~1e-6..1e-4, so that lr is ~1e2..1e3, and from constant initial scores it does not change "
+        "the masks (Top-v ignores a common scale). platon (movement only): PLATON's S = I_bar * U, the moving "
+        "average of I = |dL/dS| times that of |I - I_bar|; no learning rate.",
+    )
+    platon_beta1: float = Field(
+        0.85, ge=0, lt=1, description="scores_update platon: decay of the importance's moving average I_bar."
+    )
+    platon_beta2: float = Field(
+        0.95, ge=0, lt=1, description="scores_update platon: decay of the uncertainty U, the average of |I - I_bar|."
+    )
     min_density: float = Field(0.005, ge=0, le=1, description="soft_movement: fraction always kept per matrix.")
     block_shape: tuple[int, int] = Field(
         (1, 1), description="One score per block of (rows, cols) weights; (1, 1) is unstructured pruning."
+    )
+    structure: Literal["unstructured", "heads_neurons"] = Field(
+        "unstructured",
+        description="unstructured: one score per weight (or per block_shape block). heads_neurons: one score per "
+        "attention head (its rows of Q, K, V and its columns of the attention output) and per FFN neuron (its row "
+        "of FFN-in and column of FFN-out), so that `fineprune export --compact` removes them; final_density still "
+        "counts weights (groups are kept whole, so the density reached is within half a head of it per layer, or "
+        "per model with scope global).",
     )
     target_modules: list[str] | None = Field(
         None,
@@ -72,9 +105,30 @@ class PruningConfig(BaseModel):
         "every nn.Linear inside the encoder's layers.",
     )
     exclude_modules: list[str] = Field(default_factory=list, description="Regular expressions of names to skip.")
-    controller_gain: float = Field(
-        0.05, gt=0, description="Steered runs: how fast lambda reacts to the gap between density and target."
+    steering_tolerance: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="Steered runs: the masks keep between target * (1 - tolerance) and target of the weights "
+        "(same scope); inside that band the threshold (soft_movement) or the gates (l0) decide.",
     )
+    lagrangian_learning_rate: float = Field(
+        5e-6,
+        gt=0,
+        description="Steered l0: gradient ascent on the Lagrange multipliers once per optimizer step, per score: "
+        "lambda_1 += lr * n * (E[density] - t), lambda_2 += lr * n * (E[density] - t)^2, n the number of scores "
+        "(the per-score push of the multipliers then does not shrink with the model's size). Larger reacts faster but "
+        "overshoots (on a tiny encoder, 40x the default made the gates swing between 20% and 78% open while the "
+        "target fell steadily from 56% to 38%).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_obsolete(cls, data):
+        """Folders saved by earlier versions hold keys that no longer mean anything: read them, ignore those."""
+        if isinstance(data, dict) and any(key in data for key in OBSOLETE_FIELDS):
+            data = {k: v for k, v in data.items() if k not in OBSOLETE_FIELDS}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> PruningConfig:
@@ -95,11 +149,26 @@ class PruningConfig(BaseModel):
                 raise ValueError(f"{name} {value}: give whole steps or a fraction below 1")
         if min(self.block_shape) < 1:
             raise ValueError(f"block_shape {self.block_shape} must be positive")
+        if self.structure != "unstructured" and tuple(self.block_shape) != (1, 1):
+            raise ValueError(
+                f"block_shape {self.block_shape} is for unstructured pruning, not structure {self.structure}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_scores_update(self) -> PruningConfig:
+        rule = self.scores_update
+        if rule != "adamw" and self.method not in SCORED_METHODS:
+            raise ValueError(f"scores_update {rule}: method {self.method} has no scores to update")
+        if rule == "platon" and self.method != "movement":
+            raise ValueError(f"scores_update platon ranks by Top-v: it needs method movement, not {self.method}")
+        if rule == "platon" and self.scores_init_from_weights:
+            raise ValueError("scores_init_from_weights has no effect with scores_update platon (it sets the scores)")
         return self
 
     @property
     def steered(self) -> bool:
-        """Soft movement / L0 with a target density: lambda and, in cool-down, the threshold are steered."""
+        """Soft movement / L0 with a target density: the masks follow the cubic target density (see the README)."""
         return self.method in STEERABLE_METHODS and self.final_density is not None
 
     @property

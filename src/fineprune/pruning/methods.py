@@ -29,12 +29,26 @@ from fineprune.pruning.masks import (
 class Selection:
     """The state a method selects with: the schedule's value now; whether a steered run has snapped to its
     target density (its cool-down), in which case every method keeps the Top-v at that density; and, before
-    that, the steered run's target density now, below which a threshold mask must not fall."""
+    that, the steered run's band (lowest, highest density) into which its deterministic masks are clamped."""
 
     value: float
     training: bool
     snap_density: float | None = None
-    floor_density: float | None = None
+    band: tuple[float, float] | None = None
+
+
+def clamp_density(masks: list[Tensor], scores: list[Tensor], band: tuple[float, float] | None, scope: str):
+    """Masks whose density lies in ``band = (low, high)`` per matrix (local) or over all matrices (global): the
+    masks' own choice where it is inside, else the Top-v of the scores at the nearer edge.
+
+    ``(mask & Top_v(high)) | Top_v(low)``: Top-v at ``low`` lies inside Top-v at ``high`` (same scores, same ties),
+    so the count is at least ``low``'s and at most ``high``'s; a mask that is a threshold on the scores stays one.
+    """
+    if band is None:
+        return masks
+    low, high = band
+    ceiling, floor = topv_masks(scores, high, scope), topv_masks(scores, low, scope)
+    return [(mask & top) | kept for mask, top, kept in zip(masks, ceiling, floor, strict=True)]
 
 
 class PruningMethod:
@@ -43,6 +57,7 @@ class PruningMethod:
     name: str
     uses_scores = True
     scheduled: str | None = "density"
+    lagrangian = False  # steered by a Lagrangian on expected_density (else by the masks' density band alone)
 
     def bounds(self, config: PruningConfig) -> tuple[float, float]:
         return config.initial_density, config.final_density or config.initial_density
@@ -53,6 +68,10 @@ class PruningMethod:
     def regularizer(self, scores: list[Tensor]) -> Tensor | None:
         """R(S), or None for methods without one."""
         return None
+
+    def expected_density(self, scores: list[Tensor]) -> Tensor:
+        """The expected density of the training-time masks, differentiable in the scores (lagrangian methods)."""
+        raise NotImplementedError
 
     def lambda_at(self, config: PruningConfig, value: float) -> float:
         """lambda(t) before any steering."""
@@ -84,14 +103,12 @@ class SoftMovement(PruningMethod):
     def masks(self, config, weights, scores, sel):
         if sel.snap_density is not None:
             return topv_masks(scores, sel.snap_density, config.scope)
+        # Steered: the threshold decides inside the band only. Adam moves every score by about its learning rate
+        # per update whatever lambda is, so no lambda can hold the threshold's density on the schedule: with a fast
+        # scores lr it prunes far past the target (weights pruned past it stop learning and come back untrained at
+        # the cool-down), with a slow one it keeps everything until the cool-down cuts at once.
         masks = [threshold_mask(s, sel.value, config.min_density) for s in scores]
-        if sel.floor_density is None:
-            return masks
-        # Steered: the threshold may prune only down to the target. Adam moves every score by about its learning
-        # rate per update whatever lambda is, so the controller cannot stop a fast fall in time; weights pruned past
-        # the target would stop learning and come back untrained at the cool-down's Top-v.
-        floor = topv_masks(scores, sel.floor_density, config.scope)
-        return [mask | kept for mask, kept in zip(masks, floor, strict=True)]
+        return clamp_density(masks, scores, sel.band, config.scope)
 
     def regularizer(self, scores):
         return torch.stack([torch.sigmoid(s).mean() for s in scores]).mean()
@@ -103,20 +120,30 @@ class SoftMovement(PruningMethod):
         return config.lambda_final * value / config.final_threshold
 
 
+def open_probability(log_alpha: Tensor) -> Tensor:
+    """P(hard-concrete gate != 0) = sigmoid(log_alpha - beta * log(-l / r)) (Louizos et al. 2018, eq. 12)."""
+    return torch.sigmoid(log_alpha - L0_BETA * math.log(-L0_LEFT / L0_RIGHT))
+
+
 class L0(PruningMethod):
     name = "l0"
     scheduled = None
+    lagrangian = True
 
     def masks(self, config, weights, scores, sel):
         if sel.snap_density is not None:
             return topv_masks(scores, sel.snap_density, config.scope)
         if sel.training:
             return [hard_concrete_sample(s) for s in scores]
-        return [hard_concrete_binary(s) for s in scores]
+        return clamp_density([hard_concrete_binary(s) for s in scores], scores, sel.band, config.scope)
 
     def regularizer(self, scores):
-        shift = L0_BETA * math.log(-L0_LEFT / L0_RIGHT)
-        return torch.stack([torch.sigmoid(s - shift).mean() for s in scores]).mean()
+        return torch.stack([open_probability(s).mean() for s in scores]).mean()
+
+    def expected_density(self, scores):
+        # Every score gates the same number of weights (one block), so the weight-weighted mean over all matrices is
+        # the mean over all scores: the expected fraction of the pruned weights kept.
+        return sum(open_probability(s).sum() for s in scores) / sum(s.numel() for s in scores)
 
     def lambda_at(self, config, value):
         return config.lambda_final

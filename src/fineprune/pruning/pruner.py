@@ -1,24 +1,40 @@
-"""The Pruner: the state of one pruned model (schedule clock, steering of lambda) and the masks it implies.
+"""The Pruner: the state of one pruned model (schedule clock, steering) and the masks it implies.
 
-It is a submodule of the model, so its clock and controller state travel in every ``state_dict``, checkpoint and
-``save_pretrained`` folder. Each pruned ``nn.Linear`` gets a :class:`MaskedWeight` parametrization of its
-``weight`` that asks the pruner for its mask; masks are recomputed only when a score, a weight (magnitude) or the
-clock changed, so gradient-accumulation micro-batches and evaluation reuse them.
+It is a submodule of the model, so its clock and the steered L0 run's Lagrange multipliers travel in every
+``state_dict``, checkpoint and ``save_pretrained`` folder. Each pruned ``nn.Linear`` gets a :class:`MaskedWeight`
+parametrization of its ``weight`` that asks the pruner for its mask. The deterministic masks are cached until an
+optimizer step (any ``torch.optim.Optimizer`` in the process, counted by a global step hook), an in-place edit of a
+score (or of a weight, for magnitude), a move of the clock, or :meth:`Pruner.invalidate`; so gradient-accumulation
+micro-batches and evaluation reuse them. The step hook is there because some optimizers (fused AdamW) change the
+values without bumping the tensors' version counter.
 """
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from fineprune.pruning.config import PruningConfig
 from fineprune.pruning.masks import StraightThroughMask, expand_mask, group_scores
 from fineprune.pruning.methods import Selection, get_method
 from fineprune.pruning.schedule import cubic_schedule, resolve_steps, validate_schedule
+from fineprune.pruning.score_updates import rule_state
 
-MAX_LOG_LAMBDA_SCALE = 15.0
+if TYPE_CHECKING:
+    from fineprune.pruning.groups import GroupLayout
+
+_optimizer_steps = 0  # optimizer steps taken in this process, by any optimizer: part of every mask cache key
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def initial_scores(weight: Tensor, config: PruningConfig) -> Tensor:
@@ -29,10 +45,14 @@ def initial_scores(weight: Tensor, config: PruningConfig) -> Tensor:
     init = torch.full((rows // br, cols // bc), config.initial_score, dtype=weight.dtype, device=weight.device)
     if config.scores_init_from_weights:
         magnitude = group_scores(weight.detach().double(), config.block_shape)
-        spread = magnitude.std() if magnitude.numel() > 1 else magnitude.new_tensor(0.0)
-        z = (magnitude - magnitude.mean()) / spread if spread > 0 else torch.zeros_like(magnitude)
-        init += (config.scores_init_scale * z).to(weight.dtype)
+        init += (config.scores_init_scale * standardised(magnitude)).to(weight.dtype)
     return init
+
+
+def standardised(values: Tensor) -> Tensor:
+    """``(values - mean) / std`` over all entries; zeros when they are all equal."""
+    spread = values.std() if values.numel() > 1 else values.new_tensor(0.0)
+    return (values - values.mean()) / spread if spread > 0 else torch.zeros_like(values)
 
 
 class MaskedWeight(nn.Module):
@@ -41,12 +61,17 @@ class MaskedWeight(nn.Module):
     def __init__(self, weight: Tensor, config: PruningConfig, uses_scores: bool):
         super().__init__()
         self.block_shape = tuple(config.block_shape)
+        self.scores = None
         if uses_scores:
-            self.scores = nn.Parameter(initial_scores(weight, config))
-        else:
-            self.scores = None
+            self.hold_scores(initial_scores(weight, config), config)
         self.index = -1
         self.__dict__["pruner"] = None  # set by the Pruner; kept out of the module tree
+
+    def hold_scores(self, scores: Tensor, config: PruningConfig) -> None:
+        """Make ``scores`` this parametrization's learned scores, with the score rule's state."""
+        self.scores = nn.Parameter(scores)
+        for name, tensor in rule_state(config, self.scores.detach()).items():
+            self.register_buffer(name, tensor)  # a score rule's state (platon), saved with the model
 
     def forward(self, weight: Tensor) -> Tensor:
         mask = self.pruner.mask(self.index, self.training)
@@ -54,21 +79,34 @@ class MaskedWeight(nn.Module):
             return weight * mask
         return StraightThroughMask.apply(weight, self.scores, mask, self.block_shape)
 
+    def weight_scores(self) -> Tensor:
+        """The scores, one per weight (a block's score repeated over its weights), detached."""
+        rows, cols = self.block_shape
+        return self.scores.detach().repeat_interleave(rows, 0).repeat_interleave(cols, 1)
+
 
 class Pruner(nn.Module):
-    """Schedule clock, lambda controller, mask cache and regularizer of a pruned model."""
+    """Schedule clock, steering (density band, L0's Lagrange multipliers), mask cache and regularizer."""
 
-    def __init__(self, config: PruningConfig, targets: dict[str, nn.Linear], parametrizations: list[MaskedWeight]):
+    def __init__(
+        self,
+        config: PruningConfig,
+        targets: dict[str, nn.Linear],
+        parametrizations: list[MaskedWeight],
+        groups: GroupLayout | None = None,
+    ):
         super().__init__()
         self.config = config
         self.method = get_method(config.method)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("total_steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("log_lambda_scale", torch.zeros((), dtype=torch.float64))
+        # lambda_1, lambda_2 of a steered L0 run's Lagrangian (zero and unused otherwise)
+        self.register_buffer("multipliers", torch.zeros(2, dtype=torch.float64))
         # Plain attributes, not submodules: the model already owns these modules.
         self.__dict__["names"] = list(targets)
         self.__dict__["linears"] = list(targets.values())
         self.__dict__["parametrizations"] = parametrizations
+        self.__dict__["groups"] = groups  # structure heads_neurons: heads and neurons, each with one score
         for i, p in enumerate(parametrizations):
             p.index = i
             p.__dict__["pruner"] = self
@@ -81,6 +119,12 @@ class Pruner(nn.Module):
     def _read_clock(self) -> None:
         self._clock = (int(self.step), int(self.total_steps))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Folders saved before the Lagrangian held a lambda controller's scale instead: ignore it, start at zero.
+        if state_dict.pop(prefix + "log_lambda_scale", None) is not None:
+            state_dict.setdefault(prefix + "multipliers", torch.zeros(2, dtype=torch.float64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def steps(self, total_steps: int) -> tuple[int, int]:
         """Warm-up and cool-down in optimizer steps for a run of `total_steps`."""
         warmup = resolve_steps(self.config.warmup_steps, total_steps, "pruning.warmup_steps")
@@ -92,15 +136,17 @@ class Pruner(nn.Module):
         validate_schedule(total_steps, *self.steps(total_steps))
 
     def set_step(self, step: int, total_steps: int) -> None:
-        """Move the clock to optimizer step `step` of `total_steps`; a steered run updates lambda once per new step."""
+        """Move the clock to optimizer step `step` of `total_steps`; a steered L0 run takes one gradient-ascent step
+        on its Lagrange multipliers per new step."""
         if total_steps <= 0:
             raise ValueError(f"total_steps must be positive, got {total_steps}")
         self.validate_run(total_steps)
-        if self.config.steered and step > self._clock[0] and self._clock[1] == total_steps:
-            self._steer()
+        advanced = step > self._clock[0] and self._clock[1] == total_steps
         self.step.fill_(step)
         self.total_steps.fill_(total_steps)
         self._clock = (step, total_steps)
+        if advanced and self.lagrangian_active:
+            self._ascend()
 
     def _cubic(self, initial: float, final: float) -> float:
         step, total = self._clock
@@ -127,28 +173,58 @@ class Pruner(nn.Module):
         return self.config.steered and total > 0 and step >= total - self.steps(total)[1]
 
     @property
-    def lambda_value(self) -> float:
-        base = self.method.lambda_at(self.config, self.schedule_value)
-        return base * math.exp(float(self.log_lambda_scale)) if self.config.steered else base
-
-    def _steer(self) -> None:
-        """Integral control in log space: lambda grows while the density is above its target, shrinks below it."""
+    def density_band(self) -> tuple[float, float] | None:
+        """A steered run's (lowest, highest) density for the masks now: [target * (1 - tolerance), target]."""
         target = self.target_density
-        error = (self.density() - target) / target
-        scale = float(self.log_lambda_scale) + self.config.controller_gain * max(-1.0, min(1.0, error))
-        self.log_lambda_scale.fill_(max(-MAX_LOG_LAMBDA_SCALE, min(MAX_LOG_LAMBDA_SCALE, scale)))
+        if target is None:
+            return None
+        return target * (1 - self.config.steering_tolerance), target
+
+    @property
+    def lagrangian(self) -> bool:
+        """A steered L0 run: the Lagrangian on the expected density replaces lambda * R."""
+        return self.config.steered and self.method.lagrangian
+
+    @property
+    def lagrangian_active(self) -> bool:
+        """Between warm-up and cool-down: before, the target is the initial density (nothing to prune); in the
+        cool-down the masks are the Top-v, no gates are sampled."""
+        step, total = self._clock
+        return self.lagrangian and total > 0 and step >= self.steps(total)[0] and not self.snapped
+
+    @property
+    def lambda_value(self) -> float:
+        """lambda(t) of the paper's lambda * R (a steered L0 run uses its multipliers instead)."""
+        return self.method.lambda_at(self.config, self.schedule_value)
+
+    def expected_density(self) -> float:
+        """L0: the expected fraction of the pruned weights whose training-time gate is open, now."""
+        with torch.no_grad():
+            return float(self.method.expected_density([s.detach() for s in self._scores()]))
+
+    def _ascend(self) -> None:
+        """Gradient ascent on the multipliers: dL/dlambda_1 = E[density] - t, dL/dlambda_2 = (E[density] - t)^2, so
+        lambda_1 grows while the gates keep too much and shrinks (below zero if need be) while they keep too little."""
+        gap = self.expected_density() - self.target_density
+        step = torch.tensor([gap, gap * gap], dtype=self.multipliers.dtype)
+        # Per score: E[density]'s gradient on each score carries 1 / (number of scores), so the multipliers must
+        # grow in proportion to the model's size to move its scores alike.
+        rate = self.config.lagrangian_learning_rate * sum(s.numel() for s in self._scores())
+        self.multipliers.add_(step.to(self.multipliers.device), alpha=rate)
 
     # -- masks ---------------------------------------------------------------------------------------------------
     def _weights(self) -> list[Tensor]:
         return [lin.parametrizations.weight.original for lin in self.linears]
 
     def _scores(self) -> list[Tensor]:
-        return [p.scores for p in self.parametrizations]
+        """What the method selects over: each matrix's scores, or, for groups, each layer's group scores as units."""
+        scores = [p.scores for p in self.parametrizations]
+        return scores if self.groups is None else self.groups.to_units(self.groups.set_scores(scores))
 
     def _selection(self, training: bool) -> Selection:
         if self.snapped:
             return Selection(self.schedule_value, training, snap_density=self.config.final_density)
-        return Selection(self.schedule_value, training, floor_density=self.target_density)
+        return Selection(self.schedule_value, training, band=self.density_band)
 
     def _stochastic(self, training: bool) -> bool:
         return training and self.method.name == "l0" and not self.snapped
@@ -156,6 +232,10 @@ class Pruner(nn.Module):
     def mask(self, index: int, training: bool) -> Tensor:
         """The weight-level mask of matrix `index` in the current state."""
         if self._stochastic(training):  # a fresh hard-concrete sample per forward, differentiable in the scores
+            if self.groups is not None:
+                owner = self.parametrizations[self.parametrizations[index].owner]
+                shape = self.linears[index].parametrizations.weight.original.shape
+                return self.groups.sampled_mask(index, owner.scores, self._gates, shape)
             scores = self.parametrizations[index].scores
             sample = self.method.masks(self.config, [], [scores], self._selection(True))[0]
             return expand_mask(sample, self.config.block_shape)
@@ -163,15 +243,36 @@ class Pruner(nn.Module):
 
     def binary_masks(self) -> list[Tensor]:
         """The deterministic binary masks of the current state: what evaluation and export apply, and training too
-        for every method but L0 (cached until a score, a weight for magnitude, or the clock changes)."""
-        tracked = self._weights() if not self.method.uses_scores else self._scores()
-        key = (self._clock, tuple(t._version for t in tracked), tuple(t.data_ptr() for t in tracked))
+        for every method but L0. Cached until the clock moves, an optimizer steps, a score (a weight for magnitude)
+        is changed in place or replaced, or :meth:`invalidate` is called."""
+        held = [p.scores for p in self.parametrizations if p.scores is not None]
+        tracked = self._weights() if not self.method.uses_scores else held
+        key = (
+            self._clock,
+            _optimizer_steps,
+            tuple(t._version for t in tracked),
+            tuple(t.data_ptr() for t in tracked),
+        )
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._compute())
         return self._cache[1]
 
+    def invalidate(self) -> None:
+        """Recompute the masks on next use. Needed only after changing scores (or weights, for magnitude) other
+        than by an optimizer step or an in-place tensor operation, e.g. through ``.data`` or a custom kernel."""
+        self._cache = None
+
+    def _gates(self, scores: Tensor) -> Tensor:
+        """A training-time sample of the method's gates for ``scores`` (L0's hard-concrete)."""
+        return self.method.masks(self.config, [], [scores], self._selection(True))[0]
+
     def _compute(self) -> list[Tensor]:
         weights = self._weights()
+        if self.groups is not None:
+            with torch.no_grad():
+                held = [p.scores.detach() if p.scores is not None else None for p in self.parametrizations]
+                detached = [w.detach() for w in weights]
+                return self.groups.masks(self.method, self.config, detached, held, self._selection(training=False))
         scores = self._scores() if self.method.uses_scores else [None] * len(weights)
         with torch.no_grad():
             group_masks = self.method.masks(
@@ -190,7 +291,17 @@ class Pruner(nn.Module):
 
     # -- the regularizer -----------------------------------------------------------------------------------------
     def regularizer(self) -> Tensor | None:
-        """lambda(t) * R(S), to add to the loss; None when the method has none or lambda is 0 now."""
+        """The term to add to the loss: lambda(t) * R(S); for a steered L0 run the Lagrangian
+        lambda_1 (E[density] - t) + lambda_2 (E[density] - t)^2 (Wang et al. 2020). None when the method has none,
+        lambda is 0 now, or a steered L0 run is outside its Lagrangian's window."""
+        if self.lagrangian:
+            if not self.lagrangian_active:
+                return None
+            gap = self.method.expected_density(self._scores()) - self.target_density
+            lambda_1, lambda_2 = self.multipliers.tolist()
+            value = lambda_1 * gap + lambda_2 * gap * gap
+            self.last_regularizer = value.detach()
+            return value
         lam = self.lambda_value
         if lam == 0:
             return None
@@ -202,7 +313,12 @@ class Pruner(nn.Module):
 
     def log_values(self) -> dict[str, float]:
         """What the training logs show each logging step."""
-        values = {"density": self.density(), "lambda": self.lambda_value}
+        values = {"density": self.density()}
+        if self.lagrangian:
+            lambda_1, lambda_2 = self.multipliers.tolist()
+            values |= {"expected_density": self.expected_density(), "lambda_1": lambda_1, "lambda_2": lambda_2}
+        else:
+            values["lambda"] = self.lambda_value
         if self.method.scheduled == "threshold":
             values["threshold"] = self.schedule_value
         if self.target_density is not None:

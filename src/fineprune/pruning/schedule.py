@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 from fineprune.errors import UsageError
 
 
 def resolve_steps(steps: int | float, total_steps: int, name: str) -> int:
-    """A step count given either as optimizer steps (int >= 1 or 0) or as a fraction of the run (0 < float < 1)."""
+    """A step count given either as optimizer steps (int >= 1 or 0) or as a fraction of the run (0 < float < 1).
+
+    A fraction is rounded half up, on the decimal the user wrote: 0.05 of 10 steps is 1, 0.25 of 10 is 3 (Python's
+    ``round`` would give 0 and 2, rounding halves to even on binary floats)."""
     if isinstance(steps, float) and 0 < steps < 1:
-        return int(round(steps * total_steps))
+        return math.floor(Fraction(repr(steps)) * total_steps + Fraction(1, 2))
     if steps < 0 or steps != int(steps):
         raise UsageError(f"{name} must be a whole number of steps >= 0 or a fraction in (0, 1), got {steps}")
     return int(steps)

@@ -9,6 +9,7 @@ from torch import nn
 
 from fineprune.pruning.attach import find_pruner, find_targets
 from fineprune.pruning.config import PruningConfig
+from fineprune.pruning.groups import removed_weights
 
 _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
@@ -69,9 +70,10 @@ def sparsity(model: nn.Module) -> dict:
 def weight_density(model: nn.Module) -> dict:
     """Density of a baked (or dense) model: nonzero fraction of the weights fineprune prunes by default.
 
-    For an export this recounts what the masks left, straight from the weights.
+    For an export this recounts what the masks left, straight from the weights; the weights of the heads and
+    neurons a compact export removed count as pruned.
     """
     targets = find_targets(model, PruningConfig(method="magnitude", final_density=1.0))
     remaining = sum(int(m.weight.count_nonzero()) for m in targets.values())
-    total = sum(m.weight.numel() for m in targets.values())
+    total = sum(m.weight.numel() for m in targets.values()) + removed_weights(model)
     return {"density": _ratio(remaining, total), "remaining": remaining, "total": total}

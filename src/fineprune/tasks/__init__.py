@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, PreTrainedModel
+import numpy as np
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    EvalPrediction,
+    PreTrainedModel,
+)
 
 from fineprune.errors import UsageError
 from fineprune.tasks import glue, squad
@@ -18,7 +24,7 @@ from fineprune.tasks import glue, squad
 
 @dataclass
 class TaskData:
-    train: datasets.Dataset  # tokenized training features
+    train: datasets.Dataset | None  # tokenized training features (None when only evaluating)
     eval: datasets.Dataset  # tokenized evaluation features
     eval_examples: datasets.Dataset  # the raw evaluation examples (SQuAD maps windows back to them)
 
@@ -34,10 +40,22 @@ class Task:
     def check_model(self, model: PreTrainedModel, where: str) -> None:
         """Raise a clear error if a model (a teacher, an export) does not fit this task."""
 
-    def prepare(self, config, tokenizer) -> TaskData:
+    def prepare(self, config, tokenizer, training: bool = True) -> TaskData:
+        """Tokenized features; with ``training`` False only the evaluation split, read from task.validation_file
+        alone where it is given (evaluating needs no training file then)."""
         raise NotImplementedError
 
     def evaluate(self, trainer, data: TaskData, output_dir: Path | None) -> dict[str, float]:
+        """Metrics of the trainer's model on the evaluation features."""
+        predictions = trainer.predict(self.model_inputs(data.eval)).predictions
+        return self.score(data, predictions if isinstance(predictions, tuple) else (predictions,), output_dir)
+
+    def model_inputs(self, features: datasets.Dataset) -> datasets.Dataset:
+        """The evaluation features without the columns that only the metrics use."""
+        return features
+
+    def score(self, data: TaskData, predictions: tuple[np.ndarray, ...], output_dir: Path | None) -> dict[str, float]:
+        """Metrics from the model's outputs on ``data.eval`` in order (from torch or an ONNX graph alike)."""
         raise NotImplementedError
 
 
@@ -65,21 +83,30 @@ class ClassificationTask(Task):
                 f"({', '.join(self.labels)})"
             )
 
-    def prepare(self, config, tokenizer):
+    def prepare(self, config, tokenizer, training=True):
         t = config.task
-        raw = glue.load_glue(
-            t.name, t.train_file, t.validation_file, t.eval_fraction, t.seed, t.max_train_samples, t.max_eval_samples
-        )
+        if not training and t.validation_file is not None:
+            train, validation = None, glue.load_glue_validation(t.name, t.validation_file, t.max_eval_samples)
+        else:
+            raw = glue.load_glue(
+                t.name,
+                t.train_file,
+                t.validation_file,
+                t.eval_fraction,
+                t.seed,
+                t.max_train_samples,
+                t.max_eval_samples,
+            )
+            train, validation = raw["train"] if training else None, raw["validation"]
         return TaskData(
-            train=glue.tokenize(raw["train"], tokenizer, t.name, t.max_seq_length),
-            eval=glue.tokenize(raw["validation"], tokenizer, t.name, t.max_seq_length),
-            eval_examples=raw["validation"],
+            train=glue.tokenize(train, tokenizer, t.name, t.max_seq_length) if train is not None else None,
+            eval=glue.tokenize(validation, tokenizer, t.name, t.max_seq_length),
+            eval_examples=validation,
         )
 
-    def evaluate(self, trainer, data, output_dir):
-        trainer.compute_metrics = glue.compute_metrics(self.name)
-        metrics = trainer.evaluate(data.eval, metric_key_prefix="eval")
-        return {k.removeprefix("eval_"): v for k, v in metrics.items() if k.removeprefix("eval_") in ("accuracy", "f1")}
+    def score(self, data, predictions, output_dir):
+        labels = np.asarray(data.eval["labels"])
+        return glue.compute_metrics(self.name)(EvalPrediction(predictions=predictions[0], label_ids=labels))
 
 
 class QuestionAnsweringTask(Task):
@@ -93,29 +120,39 @@ class QuestionAnsweringTask(Task):
         if not hasattr(model, "qa_outputs") and "QuestionAnswering" not in type(model).__name__:
             raise UsageError(f"{where}: {type(model).__name__} is not a question-answering model")
 
-    def prepare(self, config, tokenizer):
+    def prepare(self, config, tokenizer, training=True):
         t = config.task
-        raw = squad.load_squad(
-            t.train_file, t.validation_file, t.eval_fraction, t.seed, t.max_train_samples, t.max_eval_samples
-        )
+        if not training and t.validation_file is not None:
+            train, validation = None, squad.load_squad_validation(t.validation_file, t.max_eval_samples)
+        else:
+            raw = squad.load_squad(
+                t.train_file, t.validation_file, t.eval_fraction, t.seed, t.max_train_samples, t.max_eval_samples
+            )
+            train, validation = raw["train"] if training else None, raw["validation"]
         kwargs = {"tokenizer": tokenizer, "max_seq_length": t.max_seq_length, "doc_stride": t.doc_stride}
-        train = raw["train"].map(
-            squad.prepare_train_features, batched=True, remove_columns=raw["train"].column_names, fn_kwargs=kwargs
-        )
-        features = raw["validation"].map(
-            squad.prepare_eval_features, batched=True, remove_columns=raw["validation"].column_names, fn_kwargs=kwargs
+        if train is not None:
+            train = train.map(
+                squad.prepare_train_features, batched=True, remove_columns=train.column_names, fn_kwargs=kwargs
+            )
+        features = validation.map(
+            squad.prepare_eval_features, batched=True, remove_columns=validation.column_names, fn_kwargs=kwargs
         )
         self._answer_args = {"n_best": t.n_best, "max_answer_length": t.max_answer_length}
-        return TaskData(train=train, eval=features, eval_examples=raw["validation"])
+        return TaskData(train=train, eval=features, eval_examples=validation)
 
-    def evaluate(self, trainer, data, output_dir):
-        inputs = data.eval.remove_columns(["example_id", "offset_mapping"])
-        start, end = trainer.predict(inputs).predictions[:2]
-        predictions = squad.postprocess_predictions(data.eval_examples, data.eval, start, end, **self._answer_args)
+    def model_inputs(self, features):
+        return features.remove_columns(["example_id", "offset_mapping"])
+
+    def score(self, data, predictions, output_dir):
+        start, end = predictions[:2]
+        answers = squad.postprocess_predictions(data.eval_examples, data.eval, start, end, **self._answer_args)
         if output_dir is not None:
-            squad.write_predictions(predictions, Path(output_dir) / "predictions.json")
+            squad.write_predictions(answers, Path(output_dir) / "predictions.json")
         references = {ex["id"]: ex["answers"]["text"] for ex in data.eval_examples}
-        return squad.squad_metrics(predictions, references)
+        return squad.squad_metrics(answers, references)
+
+
+HEAD_TASKS = (ClassificationTask, QuestionAnsweringTask)  # one per model head: auto_class, head_suffix
 
 
 def get_task(name: str) -> Task:

@@ -80,6 +80,15 @@ def load_glue(
     return datasets.DatasetDict({"train": _head(train, max_train), "validation": _head(validation, max_eval)})
 
 
+def load_glue_validation(task: str, validation_file: str, max_eval_samples: int | None = None) -> datasets.Dataset:
+    """The evaluation split alone, from a local file: evaluating a finished model needs no training data."""
+    _check_task(task)
+    max_eval = _check_max_samples(max_eval_samples, "task.max_eval_samples")
+    validation = _read_file(task, validation_file, "task.validation_file")
+    _check_not_empty(validation, f"task.validation_file {validation_file}", "validation")
+    return _head(validation, max_eval)
+
+
 def tokenize(
     dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, task: str, max_seq_length: int
 ) -> datasets.Dataset:

@@ -90,6 +90,14 @@ def load_squad(
     return splits
 
 
+def load_squad_validation(validation_file: str, max_eval_samples: int | None = None) -> datasets.Dataset:
+    """The evaluation split alone, from a local file: evaluating a finished model needs no training data."""
+    if max_eval_samples is not None and max_eval_samples < 1:
+        raise UsageError(f"task.max_eval_samples must be a positive integer, got {max_eval_samples}")
+    validation = _to_dataset(_read_squad_file(Path(validation_file)))
+    return validation.select(range(min(max_eval_samples or len(validation), len(validation))))
+
+
 def _load_hub() -> datasets.DatasetDict:
     """The hub copy, for online users; offline the failure is turned into advice to use a local file."""
     try:

@@ -1,5 +1,5 @@
-"""The Trainer callback that drives pruning: the schedule advances every optimizer step, and the logs carry
-density, threshold, lambda and the regularizer (so every ``report_to`` integration sees them)."""
+"""The Trainer callback that drives pruning: the schedule advances every optimizer step. (The logs get the pruning
+state in ``PruningTrainer.log``, before the Trainer records them.)"""
 
 from __future__ import annotations
 
@@ -25,7 +25,3 @@ class PruningCallback(TrainerCallback):
         # After the optimizer step: the clock reads the number of steps done, so checkpoints and the final
         # model (saved after this) hold the state of the next step, as a resumed run expects.
         self.pruner.set_step(state.global_step, state.max_steps)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and "loss" in logs:
-            logs.update({f"pruning/{k}": v for k, v in self.pruner.log_values().items()})

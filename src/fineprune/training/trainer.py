@@ -1,5 +1,6 @@
-"""PruningTrainer: a transformers Trainer whose loss is alpha_ce * CE + alpha_distil * KD + lambda * R, and whose
-optimizer gives the pruning scores their own group (own learning rate, no weight decay)."""
+"""PruningTrainer: a transformers Trainer whose loss is alpha_ce * CE + alpha_distil * KD + alpha_hidden * H
++ lambda * R, and whose optimizer gives the pruning scores their own group (own learning rate, no weight decay, and
+the pruning config's ``scores_update`` rule)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch.utils.data import Dataset, Sampler, SequentialSampler
 from transformers import Trainer
 
 from fineprune.pruning import find_pruner
-from fineprune.training.distill import distillation_loss
+from fineprune.pruning.score_updates import update_scores
+from fineprune.training.distill import distillation_loss, hidden_layer_pairs, hidden_state_loss
 
 SCORES_SUFFIX = "scores"
 
@@ -22,6 +24,8 @@ class PruningTrainer(Trainer):
         alpha_ce: float = 1.0,
         alpha_distil: float = 0.0,
         temperature: float = 2.0,
+        alpha_hidden: float = 0.0,
+        hidden_layers: dict[int, int] | None = None,
         scores_learning_rate: float = 1e-2,
         **kwargs,
     ):
@@ -36,6 +40,17 @@ class PruningTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         if teacher is not None:
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.alpha_hidden = alpha_hidden if teacher is not None else 0.0
+        self.hidden_pairs = (
+            hidden_layer_pairs(self.model.config, teacher.config, hidden_layers) if self.alpha_hidden > 0 else []
+        )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Training logs get the pruner's state (``pruning/density``, ...) before the Trainer records them, so that
+        ``state.log_history`` and every ``report_to`` integration see them (callbacks' ``on_log`` runs too late)."""
+        if self.pruner is not None and "loss" in logs:
+            logs.update({f"pruning/{k}": v for k, v in self.pruner.log_values().items()})
+        super().log(logs, start_time)
 
     def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
         """Evaluation keeps the dataset's order: transformers applies ``group_by_length`` to evaluation too, which
@@ -72,16 +87,41 @@ class PruningTrainer(Trainer):
             self.optimizer = optimizer_cls(
                 [g for g in groups if g["params"]], lr=self.args.learning_rate, **optimizer_kwargs
             )
+            if scores and self.pruner is not None and self.pruner.config.scores_update != "adamw":
+                self.optimizer.register_step_pre_hook(self._scores_rule_hook(scores))
         return self.optimizer
 
+    def _scores_rule_hook(self, scores: list[nn.Parameter]):
+        """A pre-step hook of the optimizer that applies the pruning config's ``scores_update`` rule to the scores.
+
+        It runs inside ``optimizer.step()``: after clipping, gradient unscaling and the overflow check (a skipped
+        step skips it too), with the scores group's learning rate as the Trainer's schedule has set it now. The rule
+        drops the scores' gradients, so the optimizer's own step (fused AdamW or any other) leaves them alone.
+        """
+        ids = {id(p) for p in scores}
+        pruner = self.pruner
+
+        def apply_rule(optimizer, args, kwargs):
+            lr = next(g["lr"] for g in optimizer.param_groups if any(id(p) in ids for p in g["params"]))
+            update_scores(pruner.parametrizations, pruner.config, lr)
+
+        return apply_rule
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        hidden = self.alpha_hidden > 0 and model.training  # hidden states only when they enter the loss
+        ask = {"output_hidden_states": True} if hidden else {}
+        outputs = model(**inputs, **ask)
         loss = outputs.loss
         if self.teacher is not None and model.training:
+            features = {k: v for k, v in inputs.items() if k not in _LABEL_KEYS}
             with torch.no_grad():
-                teacher_outputs = self.teacher(**{k: v for k, v in inputs.items() if k not in _LABEL_KEYS})
+                teacher_outputs = self.teacher(**features, **ask)
             kd = distillation_loss(outputs, teacher_outputs, self.temperature)
             loss = self.alpha_ce * loss + self.alpha_distil * kd
+            if hidden:
+                states = (outputs.hidden_states, teacher_outputs.hidden_states)
+                mse = hidden_state_loss(*states, self.hidden_pairs, inputs.get("attention_mask"))
+                loss = loss + self.alpha_hidden * mse
         if self.pruner is not None and model.training:
             penalty = self.pruner.regularizer()
             if penalty is not None:

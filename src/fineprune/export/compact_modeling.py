@@ -1,0 +1,173 @@
+"""A compact fine-pruned encoder: a stock transformers model whose layers keep only some attention heads and FFN
+neurons, each layer its own number.
+
+fineprune's compact export copies this file into the model folder, so it imports only torch and transformers: the
+folder loads on a machine without fineprune, with ``AutoModelFor*.from_pretrained(DIR, trust_remote_code=True)``.
+Nothing here is written for one architecture. The model is built by the stock class, then, in every encoder layer,
+the six Linear layers (found by type, order and shape, not by name) get their compact shapes from ``config.json``
+and the attention module its head count; the weights are loaded afterwards as usual.
+
+``config.json`` holds ``fineprune_compact``: one entry per encoder layer, ``{"heads": [original indices of the
+heads kept], "ffn_width": neurons kept}``, and ``auto_map`` names ``Compact<StockClass>`` (for example
+``CompactBertForSequenceClassification``), a subclass of the stock class that this module makes on first use.
+The fine-pruning engine uses :func:`block_linears` too, so both read an encoder block the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import NamedTuple
+
+import torch
+import transformers
+from torch import nn
+
+COMPACT_KEY = "fineprune_compact"
+CLASS_PREFIX = "Compact"
+HEAD_COUNT_ATTRIBUTES = ("num_attention_heads", "n_heads", "num_heads")
+
+
+class BlockLinears(NamedTuple):
+    """The six Linear layers of one transformer block, as paths relative to the block, in the order the block
+    registers them: query, key, value (hidden -> heads * head_dim), attention output (back to hidden), FFN in
+    (hidden -> width) and FFN out (width -> hidden)."""
+
+    query: str
+    key: str
+    value: str
+    attention_output: str
+    ffn_in: str
+    ffn_out: str
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of blocks: the largest ``nn.ModuleList`` (by parameter count) of the base model."""
+    base = getattr(model, "base_model", model)
+    stacks = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not stacks:
+        raise ValueError(f"{type(model).__name__} has no stack of layers (nn.ModuleList)")
+    return max(stacks, key=lambda m: sum(p.numel() for p in m.parameters()))
+
+
+def block_linears(block: nn.Module) -> BlockLinears | None:
+    """The block's six Linear layers, or None when the block is not an encoder block of that shape.
+
+    Query, key and value share their shape; their order does not matter to what a head is (its rows in all three).
+    """
+    named = [(name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear)]
+    if len(named) != 6:
+        return None
+    (_, q), (_, k), (_, v), (_, o), (_, f_in), (_, f_out) = named
+    hidden, heads_width, width = q.in_features, q.out_features, f_in.out_features
+    shapes_fit = (
+        all((m.in_features, m.out_features) == (hidden, heads_width) for m in (k, v))
+        and (o.in_features, o.out_features) == (heads_width, hidden)
+        and f_in.in_features == hidden
+        and (f_out.in_features, f_out.out_features) == (width, hidden)
+    )
+    return BlockLinears(*(name for name, _ in named)) if shapes_fit else None
+
+
+def attention_module(block: nn.Module, linears: BlockLinears) -> nn.Module:
+    """The module that owns query, key and value: the one that reads the head count in its forward."""
+    parent, _, _ = linears.query.rpartition(".")
+    return block.get_submodule(parent)
+
+
+def config_heads(config) -> int:
+    """The stock number of attention heads per layer (``num_attention_heads``; ``n_heads`` in DistilBERT)."""
+    for name in HEAD_COUNT_ATTRIBUTES:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"{type(config).__name__} names no number of attention heads")
+
+
+def _replace(block: nn.Module, path: str, in_features: int, out_features: int) -> None:
+    """Put an uninitialised Linear of the given shape where ``path`` is (same bias, device and dtype)."""
+    old = block.get_submodule(path)
+    new = nn.Linear(
+        in_features, out_features, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype
+    )
+    parent, _, name = path.rpartition(".")
+    setattr(block.get_submodule(parent) if parent else block, name, new)
+
+
+def _select_bias_heads(attention: nn.Module, heads: list[int], total_heads: int) -> None:
+    """If the attention takes a ``position_bias`` of all the stock heads (MPNet computes one relative-position bias
+    for every layer), give this layer only the kept heads' slices, by their original indices."""
+    parameters = [p for p in inspect.signature(attention.forward).parameters if p != "self"]
+    if "position_bias" not in parameters:
+        return
+    position = parameters.index("position_bias")
+
+    def keep_heads(module, args, kwargs):
+        def select(bias):
+            if isinstance(bias, torch.Tensor) and bias.dim() == 4 and bias.shape[1] == total_heads:
+                return bias.index_select(1, torch.tensor(heads, device=bias.device))
+            return bias
+
+        if "position_bias" in kwargs:
+            kwargs["position_bias"] = select(kwargs["position_bias"])
+        elif len(args) > position:
+            args = (*args[:position], select(args[position]), *args[position + 1 :])
+        return args, kwargs
+
+    attention.register_forward_pre_hook(keep_heads, with_kwargs=True)
+
+
+def shrink_block(block: nn.Module, heads: list[int], ffn_width: int, total_heads: int) -> None:
+    """Give one block its compact shapes: ``len(heads)`` heads (original indices ``heads``) and ``ffn_width``
+    neurons. The Linear layers are replaced by uninitialised ones; the caller loads their weights."""
+    linears = block_linears(block)
+    if linears is None:
+        raise ValueError(f"{type(block).__name__} is not an encoder block with six Linear layers")
+    query = block.get_submodule(linears.query)
+    hidden, head_dim = query.in_features, query.out_features // total_heads
+    width = len(heads) * head_dim
+    for path in (linears.query, linears.key, linears.value):
+        _replace(block, path, hidden, width)
+    _replace(block, linears.attention_output, width, hidden)
+    _replace(block, linears.ffn_in, hidden, ffn_width)
+    _replace(block, linears.ffn_out, ffn_width, hidden)
+    attention = attention_module(block, linears)
+    for name in HEAD_COUNT_ATTRIBUTES:
+        if hasattr(attention, name):
+            setattr(attention, name, len(heads))
+    if hasattr(attention, "all_head_size"):
+        attention.all_head_size = width
+    if len(heads) < total_heads:
+        _select_bias_heads(attention, heads, total_heads)
+
+
+def shrink_model(model: nn.Module, config) -> None:
+    """Give every encoder layer the shapes ``config.fineprune_compact`` lists."""
+    plan = getattr(config, COMPACT_KEY, None)
+    if plan is None:
+        return
+    layers = encoder_layers(model)
+    if len(plan) != len(layers):
+        raise ValueError(f"config {COMPACT_KEY} lists {len(plan)} layers, the model has {len(layers)}")
+    total_heads = config_heads(config)
+    for block, layer in zip(layers, plan, strict=True):
+        shrink_block(block, list(layer["heads"]), int(layer["ffn_width"]), total_heads)
+
+
+def compact_class(base: type) -> type:
+    """``Compact<base>``: the stock class ``base`` that shrinks its layers right after building them."""
+
+    def __init__(self, config, *args, **kwargs):
+        base.__init__(self, config, *args, **kwargs)
+        shrink_model(self, config)
+
+    return type(CLASS_PREFIX + base.__name__, (base,), {"__init__": __init__, "__module__": __name__})
+
+
+def __getattr__(name: str) -> type:
+    """``Compact<StockClass>`` for any transformers model class, made once on first use (``auto_map`` names it)."""
+    stock = getattr(transformers, name[len(CLASS_PREFIX) :], None) if name.startswith(CLASS_PREFIX) else None
+    if not (isinstance(stock, type) and issubclass(stock, transformers.PreTrainedModel)):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    made = compact_class(stock)
+    globals()[name] = made
+    return made

@@ -1,0 +1,292 @@
+"""ONNX export and evaluation: the fp32 graph gives torch's outputs (any batch, any length, padding, segments), the
+int8 graph quantizes every linear layer per channel, and `fineprune export --onnx` / `eval --onnx` work on stock
+folders, on a fine-pruned run's export and on SQuAD, with one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+import yaml
+from conftest import ARCHS, TINY, lively, tiny_model
+from onnx import numpy_helper
+from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
+from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
+from typer.testing import CliRunner
+
+from fineprune.cli import app
+from fineprune.export.onnx import export_onnx
+
+runner = CliRunner()
+
+
+def invoke(args: list[str], exit_code: int = 0) -> dict | str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == exit_code, result.output
+    if exit_code:
+        return result.stderr
+    text = result.stdout
+    return json.loads(text[text.rindex("\n{\n") + 1 if "\n{\n" in text else text.index("{") :])
+
+
+def run_graph(path: Path, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """ONNX Runtime straight, not fineprune's session helper."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {name: tensor.numpy() for name, tensor in inputs.items()})
+
+
+def padded_batch(batch: int, length: int, segments: bool, seed: int = 3) -> dict[str, torch.Tensor]:
+    """Shapes other than the traced 2 x 16; rows padded to different lengths; segment ids 0 and 1."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, TINY["vocab_size"], (batch, length), generator=generator)
+    mask = torch.ones_like(ids)
+    for row in range(1, batch):
+        mask[row, length - 2 * row :] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if segments:
+        inputs["token_type_ids"] = (torch.arange(length) >= length // 2).long().expand(batch, length).contiguous()
+    return inputs
+
+
+# -- the graphs ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=ARCHS)
+def exported(request, tmp_path_factory) -> tuple[str, torch.nn.Module, Path, dict]:
+    """(arch, model, folder, report): each tiny model exported once for the tests of its graphs; its weights scaled
+    so that the logits are about 1 and an error in a head or a mask shows above the 1e-4 tolerance."""
+    model, folder = lively(tiny_model(request.param)), tmp_path_factory.mktemp(request.param)
+    return request.param, model, folder, export_onnx(model, folder)
+
+
+def test_fp32_graph_gives_torch_logits(exported):
+    arch, model, tmp_path, report = exported
+    graph = onnx.load(tmp_path / "onnx" / "model.onnx")
+    names = [i.name for i in graph.graph.input]
+    segments = arch in ("bert", "roberta")  # type_vocab_size 2 (roberta-base has 1); DistilBERT and MPNet none
+    assert names == ["input_ids", "attention_mask", *(["token_type_ids"] if segments else [])]
+    assert [o.name for o in graph.graph.output] == ["logits"]
+    for value in graph.graph.input:  # batch and sequence are symbols, not numbers
+        assert all(d.dim_param and not d.dim_value for d in value.type.tensor_type.shape.dim)
+
+    for batch, length in ((1, 5), (4, 23)):
+        inputs = padded_batch(batch, length, segments)
+        with torch.no_grad():
+            expected = model(**inputs).logits.numpy()
+        (got,) = run_graph(tmp_path / "onnx" / "model.onnx", inputs)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4
+    assert report["onnx_max_abs_error"] <= 1e-4
+    assert model.config._attn_implementation == ("eager" if arch == "mpnet" else "sdpa")  # given back as it came
+
+
+def test_int8_graph_quantizes_every_linear_per_channel(exported):
+    arch, model, tmp_path, _ = exported
+    graph = onnx.load(tmp_path / "onnx" / "model_quantized.onnx")
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    products = [node for node in graph.graph.node if node.op_type == "MatMulInteger"]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(products) == len(linears)
+    for node in products:  # inputs: activations, weight, activation zero point, weight zero points
+        weight, zero_points = initializers[node.input[1]], initializers[node.input[3]]
+        assert weight.dtype == np.int8
+        assert zero_points.shape == (weight.shape[1],)  # one per output channel
+
+    inputs = padded_batch(4, 23, segments=arch in ("bert", "roberta"))
+    (fp32,) = run_graph(tmp_path / "onnx" / "model.onnx", inputs)
+    (int8,) = run_graph(tmp_path / "onnx" / "model_quantized.onnx", inputs)
+    assert 0 < np.abs(int8 - fp32).max() <= 0.1 * np.abs(fp32).max()
+
+
+def test_compact_folder_gets_graphs_of_the_model_it_came_from(tmp_path):
+    """A compact export (loaded with trust_remote_code) gives graphs whose logits are the stock model's with zeros."""
+    from fineprune.export.compact import compact, save_compact
+
+    model = lively(tiny_model("bert"))
+    layers = model.bert.encoder.layer
+    with torch.no_grad():  # head 1 of layer 0 and FFN neurons 0-39 of layer 1 left empty
+        for matrix in (layers[0].attention.self.query, layers[0].attention.self.key, layers[0].attention.self.value):
+            matrix.weight[8:16] = 0
+        layers[0].attention.output.dense.weight[:, 8:16] = 0
+        layers[1].intermediate.dense.weight[:40] = 0
+        layers[1].output.dense.weight[:, :40] = 0
+    save_compact(compact(model), tmp_path)
+    report = invoke(["export", tmp_path, "--onnx"])
+    assert report["onnx_max_abs_error"] <= 1e-4
+    graph = onnx.load(tmp_path / "onnx" / "model.onnx")
+    shapes = [numpy_helper.to_array(i).shape for i in graph.graph.initializer]
+    # 24 = 3 heads of 8 (layer 0's query, key, value, attention output) = 64 - 40 neurons (layer 1's FFN in, out)
+    assert sum(len(shape) == 2 and 24 in shape for shape in shapes) == 6
+    inputs = padded_batch(4, 23, segments=True)
+    with torch.no_grad():
+        expected = model(**inputs).logits.numpy()
+    (got,) = run_graph(tmp_path / "onnx" / "model.onnx", inputs)
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+# -- the command line: classification ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnli(tmp_path_factory):
+    """A tiny BERT folder with a config (MNLI TSV), and a run fine-pruned from it to 50% with movement."""
+    from fineprune.config import load_config
+    from fineprune.run import train
+
+    root = tmp_path_factory.mktemp("onnx_mnli")
+    rows = mnli_rows()
+    data = write_mnli_tsv(root / "mnli.tsv", rows)
+    model = write_tiny_bert(root / "dense", vocabulary(rows))
+    config = base_config(model, data, root / "run")
+    config["training"]["save_strategy"] = "no"
+    (model / "fineprune_config.yaml").write_text(yaml.safe_dump(config))
+    with one_thread():
+        train(load_config(model / "fineprune_config.yaml"))
+    return {"root": root, "dense": model, "run": root / "run"}
+
+
+def test_export_onnx_of_a_stock_folder_in_place(mnli, tmp_path):
+    folder = tmp_path / "dense"
+    invoke(["export", mnli["dense"], "--onnx", "--out", folder])  # a copy of the stock model, with its graphs
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert (folder / "onnx" / "model.onnx").is_file()
+    (folder / "onnx" / "model.onnx").unlink()
+    (folder / "onnx" / "model_quantized.onnx").write_text("mine")
+    error = invoke(["export", folder, "--onnx"], exit_code=2)  # in place: earlier graphs are kept
+    assert error.count("\n") == 1 and "onnx is not empty" in error and "--overwrite" in error
+    assert (folder / "onnx" / "model_quantized.onnx").read_text() == "mine"
+    report = invoke(["export", folder, "--onnx", "--overwrite"])
+    assert report["out"] == str(folder) and report["onnx_max_abs_error"] <= 1e-4
+    assert (folder / "onnx" / "model.onnx").is_file() and (folder / "onnx" / "model_quantized.onnx").stat().st_size > 4
+
+
+def test_baked_export_with_onnx_evaluates_like_torch(mnli):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from fineprune.config import load_config
+    from fineprune.onnx_inference import open_session, predict
+    from fineprune.tasks import get_task
+
+    out = mnli["root"] / "export"
+    report = invoke(["export", mnli["run"], "--bake-masks", "--onnx", "--out", out])
+    assert report["density"] == pytest.approx(0.5, abs=0.01) and report["onnx_max_abs_error"] <= 1e-4
+
+    # the graph's logits over the task's own features equal the baked torch model's, row by row
+    config = load_config(out / "fineprune_config.yaml")
+    task, tokenizer = get_task("mnli"), AutoTokenizer.from_pretrained(str(out))
+    features = task.prepare(config, tokenizer).eval
+    (logits,) = predict(open_session(out / "onnx" / "model.onnx"), task.model_inputs(features), tokenizer, 4)
+    model = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    with torch.no_grad():
+        expected = [
+            model(**{k: torch.tensor([row[k]]) for k in tokenizer.model_input_names}).logits[0] for row in features
+        ]
+    assert np.abs(logits - torch.stack(expected).numpy()).max() <= 1e-4
+
+    from_torch = invoke(["eval", out])
+    from_graph = invoke(["eval", out, "--onnx"])
+    from_int8 = invoke(["eval", out, "--onnx-quantized"])
+    assert from_torch["backend"] == "torch" and from_graph["backend"] == "onnx"
+    assert from_int8["backend"] == "onnx-quantized" and from_int8["graph"].endswith("model_quantized.onnx")
+    assert from_graph["accuracy"] == from_torch["accuracy"]
+    assert 0 <= from_int8["accuracy"] <= 1
+    assert json.loads((out / "eval_results.json").read_text())["backend"] == "torch"  # not overwritten
+    assert json.loads((out / "eval_results_onnx.json").read_text()) == from_graph
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "{dense}", "--onnx"], "no ONNX graph here"),
+        (["eval", "{dense}", "--onnx", "--onnx-quantized"], "exclude each other"),
+        (["eval", "{empty}", "--onnx"], "no ONNX graph here"),
+        (["export", "{empty}", "--onnx"], "no trained model here"),
+        (["export", "{run}", "--keep-scores", "--onnx", "--out", "{empty}/x"], "drop --keep-scores"),
+        (["export", "{run}", "--onnx"], "--out: required"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(mnli, tmp_path, args, message):
+    paths = {"dense": mnli["dense"], "empty": tmp_path, "run": mnli["run"]}
+    error = invoke([a.format(**paths) for a in args], exit_code=2)
+    assert error.startswith("error: ") and error.count("\n") == 1 and message in error
+
+
+# -- the command line: SQuAD -------------------------------------------------------------------------------------------
+def squad_records() -> list[dict]:
+    """Questions over contexts of different lengths: the first three fit in one short window each (a batch shorter
+    than the longest), the others take one or two windows of up to 32 tokens."""
+    rng = random.Random(0)
+    names, places = ["anna", "boris", "chen", "dora"], ["paris", "lima", "oslo", "kyoto"]
+    records = []
+    for i, filler_words in enumerate((0, 2, 4, 25, 30, 12, 28, 20)):
+        name, place = rng.choice(names), rng.choice(places)
+        filler = " ".join(rng.choice(names + places) for _ in range(filler_words))
+        context = f"{filler} {name} lives in {place} .".strip()
+        records.append(
+            {
+                "id": f"q{i}",
+                "title": f"t{i % 3}",
+                "context": context,
+                "question": f"where does {name} live ?",
+                "answers": {"text": [place], "answer_start": [context.index(f"lives in {place}") + 9]},
+            }
+        )
+    return records
+
+
+def test_eval_onnx_on_squad_gives_the_same_answers(tmp_path):
+    records = squad_records()
+    data = tmp_path / "squad.json"
+    data.write_text(json.dumps(records))
+    folder = tmp_path / "qa"
+    folder.mkdir()
+    words = sorted({w for r in records for w in f"{r['context']} {r['question']}".split()})
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    BertForQuestionAnswering(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    task = {"name": "squad", "train_file": str(data), "validation_file": str(data), "max_seq_length": 32}
+    task["doc_stride"] = 8
+    run_config = {"model": {"name_or_path": str(folder)}, "task": task, "pruning": {"method": "none"}}
+    run_config["training"] = {"output_dir": str(tmp_path / "unused"), "per_device_eval_batch_size": 3, "use_cpu": True}
+    (folder / "fineprune_config.yaml").write_text(yaml.safe_dump(run_config))
+
+    invoke(["export", folder, "--onnx"])
+    from_torch = invoke(["eval", folder])
+    torch_answers = json.loads((folder / "predictions.json").read_text())
+    from_graph = invoke(["eval", folder, "--onnx"])
+    assert from_graph["backend"] == "onnx"
+    assert {k: from_graph[k] for k in ("exact_match", "f1")} == {k: from_torch[k] for k in ("exact_match", "f1")}
+    assert json.loads((folder / "predictions.json").read_text()) == torch_answers  # the torch run's file is kept
+
+    # the same answers, decoded from the graph's padded logits
+    from fineprune.config import load_config
+    from fineprune.onnx_inference import PAD_LOGIT, open_session, predict
+    from fineprune.tasks import get_task
+    from fineprune.tasks.squad import postprocess_predictions
+
+    squad = get_task("squad")
+    prepared = squad.prepare(load_config(folder / "fineprune_config.yaml"), tokenizer)
+    lengths = [len(ids) for ids in prepared.eval["input_ids"]]
+    assert max(lengths[:3]) < max(lengths) and len(prepared.eval) > len(records)  # see squad_records
+    start, end = predict(open_session(folder / "onnx" / "model.onnx"), squad.model_inputs(prepared.eval), tokenizer, 3)
+    assert start.shape == end.shape == (len(lengths), max(lengths))
+    model = BertForQuestionAnswering.from_pretrained(str(folder)).eval()
+    for first in range(0, len(lengths), 3):  # batches of 3: padded to their longest row, then to the longest of all
+        longest = max(lengths[first : first + 3])
+        for row in range(first, min(first + 3, len(lengths))):
+            assert (start[row, longest:] == PAD_LOGIT).all() and (start[row, :longest] != PAD_LOGIT).all()
+            features = {
+                k: torch.tensor([prepared.eval[row][k]]) for k in ("input_ids", "attention_mask", "token_type_ids")
+            }
+            with torch.no_grad():
+                expected = model(**features)
+            assert np.abs(start[row, : lengths[row]] - expected.start_logits[0].numpy()).max() <= 1e-4
+            assert np.abs(end[row, : lengths[row]] - expected.end_logits[0].numpy()).max() <= 1e-4
+    assert postprocess_predictions(prepared.eval_examples, prepared.eval, start, end) == torch_answers
