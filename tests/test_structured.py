@@ -182,6 +182,46 @@ def test_topv_keeps_the_best_groups_to_the_weight_budget(method, scope, density)
     assert abs(report["remaining"] - density * report["total"]) <= pools * (HEAD_SIZE / 2 + UNIT)
 
 
+@pytest.mark.parametrize("scope", ["local", "global"])
+@pytest.mark.parametrize("method", ["magnitude", "movement"])
+def test_per_kind_budget_keeps_the_density_of_heads_and_of_neurons_apart(method, scope):
+    """group_budget per_kind: the heads' Top-v over the heads' weights alone, the neurons' over theirs (per layer,
+    or across the layers with global), by hand."""
+    density = 0.3
+    model = fp.prepare(
+        tiny_model("bert"), structured(method, scope=scope, final_density=density, group_budget="per_kind")
+    )
+    fp.get_pruner(model).set_step(10, 10)
+    if method == "movement":
+        set_random_scores(model)
+    by_layer = [
+        rms_by_hand(model, layer)
+        if method == "magnitude"
+        else tuple(s.detach().double().tolist() for s in owner_scores(model, layer))
+        for layer in range(LAYERS)
+    ]
+    if scope == "local":
+        heads = [select_by_hand(h, [HEAD_SIZE] * HEADS, density) for h, _ in by_layer]
+        neurons = [select_by_hand(n, [NEURON_SIZE] * FFN, density) for _, n in by_layer]
+    else:
+        all_heads = select_by_hand(by_layer[0][0] + by_layer[1][0], [HEAD_SIZE] * HEADS * LAYERS, density)
+        all_neurons = select_by_hand(by_layer[0][1] + by_layer[1][1], [NEURON_SIZE] * FFN * LAYERS, density)
+        heads = [all_heads[:HEADS], all_heads[HEADS:]]
+        neurons = [all_neurons[:FFN], all_neurons[FFN:]]
+    for layer in range(LAYERS):
+        for got, want in zip(pruner_masks(model, layer), masks_by_hand(heads[layer], neurons[layer]), strict=True):
+            np.testing.assert_array_equal(got, want)
+    kept_heads, kept_neurons = sum(map(sum, heads)), sum(map(sum, neurons))
+    assert kept_heads == round(density * HEADS * LAYERS) and abs(kept_neurons - density * FFN * LAYERS) <= 1
+
+
+def test_per_kind_budget_is_for_top_v_on_groups():
+    with pytest.raises(ValidationError, match="group_budget per_kind .* needs structure heads_neurons"):
+        fp.PruningConfig(method="magnitude", final_density=0.3, group_budget="per_kind")
+    with pytest.raises(ValidationError, match=r"method magnitude or movement \(got heads_neurons, soft_movement\)"):
+        structured("soft_movement", group_budget="per_kind")
+
+
 def test_scores_from_weights_start_at_magnitudes_masks():
     magnitude = fp.prepare(tiny_model("bert"), structured("magnitude", final_density=0.3))
     movement = fp.prepare(tiny_model("bert"), structured("movement", final_density=0.3, scores_init_from_weights=True))

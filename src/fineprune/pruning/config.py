@@ -99,6 +99,12 @@ class PruningConfig(BaseModel):
         "counts weights (groups are kept whole, so the density reached is within half a head of it per layer, or "
         "per model with scope global).",
     )
+    group_budget: Literal["shared", "per_kind"] = Field(
+        "shared",
+        description="structure heads_neurons, magnitude and movement: shared: heads and neurons compete for one "
+        "budget of weights; per_kind: the heads and the FFN neurons each keep final_density of their own weights, "
+        "as nn_pruning's separate attention and FFN thresholds do (docs/benchmarks.md compares the two).",
+    )
     target_modules: list[str] | None = Field(
         None,
         description="Regular expressions on module names selecting the nn.Linear layers to prune; by default "
@@ -152,6 +158,11 @@ class PruningConfig(BaseModel):
         if self.structure != "unstructured" and tuple(self.block_shape) != (1, 1):
             raise ValueError(
                 f"block_shape {self.block_shape} is for unstructured pruning, not structure {self.structure}"
+            )
+        if self.group_budget != "shared" and (self.structure == "unstructured" or self.method not in TOPV_METHODS):
+            raise ValueError(
+                f"group_budget {self.group_budget} splits Top-v's budget between heads and neurons: it needs "
+                f"structure heads_neurons and method magnitude or movement (got {self.structure}, {self.method})"
             )
         return self
 

@@ -15,7 +15,8 @@ are: a Top-v keeps the groups with the highest scores (ties: earlier position fi
 through is kept if at least half of it fits. So the kept weights are within half a group (half a head, in practice)
 of ``floor(density * n)`` per pool, and grow with the density (``sparsity()`` reports the density reached). Thresholds (soft movement) and gates (L0) decide per
 group, and the regularizers and L0's expected density weigh each group by its weights. ``scope: local`` pools each
-layer's heads and neurons, ``global`` all layers'.
+layer's heads and neurons, ``global`` all layers'. With ``group_budget: per_kind`` the heads and the neurons each
+keep ``final_density`` of their own weights (per layer, or across layers with ``global``).
 
 Magnitude ranks a group by the L2 norm of all its weights divided by the square root of their number (the RMS): among
 groups of one kind that is the L2 norm's order, and it makes a head and a neuron comparable (greedy by kept energy per
@@ -82,10 +83,17 @@ class GroupSet:
 class GroupLayout:
     """Every group set of a pruned model, and the bookkeeping between groups, selection units and matrices."""
 
-    def __init__(self, sets: list[GroupSet], n_matrices: int):
+    def __init__(self, sets: list[GroupSet], n_matrices: int, budget: str = "shared"):
         self.sets = sets
         self.unit = reduce(math.gcd, (s.size for s in sets))
-        self.pools = [[i for i, s in enumerate(sets) if s.layer == layer] for layer in sorted({s.layer for s in sets})]
+        # pools: what scope local selects within (a layer, or a layer's heads and its neurons apart); budgets: the
+        # pools that share one budget (all of them, or each kind's)
+        keys = sorted({(s.layer, s.kind if budget == "per_kind" else "") for s in sets})
+        self.pools = [
+            [i for i, s in enumerate(sets) if (s.layer, s.kind if k else "") == (layer, k)] for layer, k in keys
+        ]
+        kinds = sorted({k for _, k in keys})
+        self.budgets = [[j for j, (_, k) in enumerate(keys) if k == kind] for kind in kinds]
         self.of_matrix: list[tuple[int, GroupSlice]] = [None] * n_matrices  # type: ignore[list-item]
         for i, group_set in enumerate(sets):
             for piece in group_set.slices:
@@ -135,7 +143,12 @@ class GroupLayout:
         """The deterministic per-matrix masks: the method selects over the units of the groups' values."""
         values = self.set_scores(matrix_scores) if method.uses_scores else self.magnitudes(weights)
         units = self.to_units(values)
-        return self.matrix_masks(self.from_units(method.masks(config, units, units, selection)), weights)
+        unit_masks: list[Tensor] = [None] * len(units)  # type: ignore[list-item]
+        for budget in self.budgets:
+            part = [units[j] for j in budget]
+            for j, mask in zip(budget, method.masks(config, part, part, selection), strict=True):
+                unit_masks[j] = mask
+        return self.matrix_masks(self.from_units(unit_masks), weights)
 
     def sampled_mask(self, matrix: int, scores: Tensor, sample: Callable[[Tensor], Tensor], shape) -> Tensor:
         """L0 in training: matrix ``matrix``'s mask from its set's gate sample. The matrices of a set share one sample
@@ -222,7 +235,7 @@ def _layer_sets(layer: int, modules: list[nn.Linear], index: list[int], heads: i
     ]
 
 
-def find_groups(model: nn.Module, targets: dict[str, nn.Linear]) -> GroupLayout:
+def find_groups(model: nn.Module, targets: dict[str, nn.Linear], budget: str = "shared") -> GroupLayout:
     """The heads and FFN neurons of every encoder layer whose matrices are pruning targets.
 
     A layer's heads (or neurons) are a group set when all four (two) of their matrices are targets; a target outside
@@ -258,14 +271,14 @@ def find_groups(model: nn.Module, targets: dict[str, nn.Linear]) -> GroupLayout:
             f"pruning.structure heads_neurons prunes whole heads and FFN neurons: {', '.join(outside)} belongs to "
             "no head or neuron (check pruning.target_modules)"
         )
-    return GroupLayout(sets, len(names))
+    return GroupLayout(sets, len(names), budget)
 
 
 def group_parametrizations(
     model: nn.Module, targets: dict[str, nn.Linear], config: PruningConfig, uses_scores: bool
 ) -> tuple[GroupLayout, list[GroupMaskedWeight]]:
     """The group layout of ``model`` and one parametrization per target (owners holding the sets' scores)."""
-    layout = find_groups(model, targets)
+    layout = find_groups(model, targets, config.group_budget)
     weights = [linear.weight for linear in targets.values()]
     scores = layout.initial_scores(weights, config) if uses_scores else [None] * len(layout.sets)
     parametrizations = []
