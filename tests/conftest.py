@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,21 @@ from transformers import (  # noqa: E402
     RobertaConfig,
     RobertaForSequenceClassification,
 )
+
+
+def invoke(args: list, exit_code: int = 0) -> dict | str:
+    """Run the CLI in-process; return the JSON it printed last (stderr when ``exit_code`` is not 0)."""
+    from typer.testing import CliRunner
+
+    from fineprune.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == exit_code, result.output
+    if exit_code:
+        return result.stderr
+    text = result.stdout
+    return json.loads(text[text.rindex("\n{\n") + 1 if "\n{\n" in text else text.index("{") :])
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = SHARED / "data"

@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ARCHS, lively, tiny_model
+from conftest import ARCHS, invoke, lively, tiny_model
 from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForQuestionAnswering
-from typer.testing import CliRunner
 
 import fineprune as fp
-from fineprune.cli import app
 from fineprune.errors import UsageError
 from fineprune.export import compact_modeling
 from fineprune.export.compact import MODELING_FILE, compact, compact_plan, save_compact
@@ -220,16 +218,6 @@ def test_without_trust_remote_code_the_folder_is_refused_not_misread(tmp_path):
 
 
 # -- the command line --------------------------------------------------------------------------------------------------
-runner = CliRunner()
-
-
-def invoke(args: list, exit_code: int = 0) -> dict | str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == exit_code, result.output
-    if exit_code:
-        return result.stderr
-    text = result.stdout
-    return json.loads(text[text.rindex("\n{\n") + 1 if "\n{\n" in text else text.index("{") :])
 
 
 def test_cli_export_compact_evaluates_like_the_run(tmp_path):
@@ -254,5 +242,26 @@ def test_cli_export_compact_evaluates_like_the_run(tmp_path):
     assert from_export["density"] == pytest.approx(summary["sparsity"]["density"], abs=1e-9)
     card = (out / "README.md").read_text()
     assert f"**Parameters: {report['compact']['parameters']:,}" in card and "fineprune bench" in card
+    assert f"**{report['compact']['speedup_batch1']:.2f}x faster**" in card
     message = invoke(["export", tmp_path / "run", "--compact", "--keep-scores", "--out", tmp_path / "x"], exit_code=2)
     assert "drop --keep-scores" in message
+
+
+def test_torch_speedup_is_the_ratio_of_median_cpu_times():
+    """A model with 8 times the layers and 64 times the FFN runs several times slower; a model against itself is
+    about as fast (noise of a shared machine allowed)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from fineprune.bench import torch_speedup
+
+    torch.manual_seed(0)
+    small = BertForSequenceClassification(
+        BertConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1, intermediate_size=64)
+    )
+    big = BertForSequenceClassification(
+        BertConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=8, intermediate_size=4096)
+    )
+    threads = torch.get_num_threads()
+    assert torch_speedup(big, small, seq_len=32, repeats=5) > 3
+    assert 0.5 < torch_speedup(small, small, seq_len=32, repeats=5) < 2
+    assert torch.get_num_threads() == threads

@@ -12,15 +12,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ARCHS, tiny_model
+from conftest import ARCHS, invoke, tiny_model
 from safetensors import safe_open
 from safetensors.numpy import save_file
 from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForMaskedLM
-from typer.testing import CliRunner
 
 import fineprune as fp
-from fineprune.cli import app
 from fineprune.export.compressed import (
     WEIGHTS_FILE,
     decode_sparse,
@@ -30,17 +28,6 @@ from fineprune.export.compressed import (
     quantize_rows,
     unpack_bits,
 )
-
-runner = CliRunner()
-
-
-def invoke(args: list, exit_code: int = 0) -> dict | str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == exit_code, result.output
-    if exit_code:
-        return result.stderr
-    text = result.stdout
-    return json.loads(text[text.rindex("\n{\n") + 1 if "\n{\n" in text else text.index("{") :])
 
 
 def pruned_and_baked(arch: str, density: float = 0.1) -> tuple[torch.nn.Module, list[str]]:
@@ -338,3 +325,11 @@ def test_export_compress_bad_options(mnli_run, tmp_path, args, message):
     error = invoke(["export", mnli_run["run"], "--out", tmp_path / "out", *args], exit_code=2)
     assert message in error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["run", "root"])
+def test_export_never_replaces_the_run_it_exports(mnli_run, where):
+    """--overwrite replaces an earlier export, never the run itself or a folder holding it."""
+    error = invoke(["export", mnli_run["run"], "--out", mnli_run[where], "--overwrite"], exit_code=2)
+    assert "holds the run" in error and "itself" in error
+    assert (mnli_run["run"] / "summary.json").is_file() and (mnli_run["root"] / "config.yaml").is_file()

@@ -14,25 +14,12 @@ import onnxruntime
 import pytest
 import torch
 import yaml
-from conftest import ARCHS, TINY, lively, tiny_model
+from conftest import ARCHS, TINY, invoke, lively, tiny_model
 from onnx import numpy_helper
 from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
 from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
-from typer.testing import CliRunner
 
-from fineprune.cli import app
 from fineprune.export.onnx import export_onnx
-
-runner = CliRunner()
-
-
-def invoke(args: list[str], exit_code: int = 0) -> dict | str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == exit_code, result.output
-    if exit_code:
-        return result.stderr
-    text = result.stdout
-    return json.loads(text[text.rindex("\n{\n") + 1 if "\n{\n" in text else text.index("{") :])
 
 
 def run_graph(path: Path, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
@@ -194,6 +181,25 @@ def test_baked_export_with_onnx_evaluates_like_torch(mnli):
     assert 0 <= from_int8["accuracy"] <= 1
     assert json.loads((out / "eval_results.json").read_text())["backend"] == "torch"  # not overwritten
     assert json.loads((out / "eval_results_onnx.json").read_text()) == from_graph
+
+
+def test_structured_run_compact_onnx_evaluates_like_the_run(mnli):
+    """The deployment path of the README: train heads and neurons, export --compact --onnx, eval each graph."""
+    from fineprune.config import load_config
+    from fineprune.run import train
+
+    config = yaml.safe_load((mnli["dense"] / "fineprune_config.yaml").read_text())
+    config["pruning"] |= {"structure": "heads_neurons", "final_density": 0.4}
+    config["training"]["output_dir"] = str(mnli["root"] / "structured")
+    (mnli["root"] / "structured.yaml").write_text(yaml.safe_dump(config))
+    with one_thread():
+        summary = train(load_config(mnli["root"] / "structured.yaml"))
+    out = mnli["root"] / "compact"
+    report = invoke(["export", mnli["root"] / "structured", "--compact", "--onnx", "--out", out])
+    assert report["compact"]["heads"] < report["compact"]["heads_before"]
+    assert report["onnx_max_abs_error"] <= 1e-4
+    assert invoke(["eval", out, "--onnx"])["accuracy"] == summary["metrics"]["accuracy"]
+    assert 0 <= invoke(["eval", out, "--onnx-quantized"])["accuracy"] <= 1
 
 
 @pytest.mark.parametrize(

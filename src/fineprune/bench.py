@@ -89,6 +89,51 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 Progress = Callable[[str, int, int], None]  # (what runs now, calls done, calls in all)
 
 
+def time_variants(
+    variants: list[Variant],
+    batch_sizes: list[int],
+    repeats: int,
+    warmup: int,
+    clock: str = "wall",
+    progress: Progress | None = None,
+) -> list[list[list[float]]]:
+    """Seconds of every timed call, per batch size, per variant: the variants take turns, one call each per round."""
+    timer = CLOCKS[clock]
+    total, done = len(batch_sizes) * (warmup + repeats) * len(variants), 0
+    result = []
+    for batch in batch_sizes:
+        times: list[list[float]] = [[] for _ in variants]
+        for repeat in range(-warmup, repeats):  # negative: warm-up rounds, not timed
+            what = f"batch {batch}: " + (f"warm-up {repeat + warmup + 1}" if repeat < 0 else f"repeat {repeat + 1}")
+            for variant, seconds in zip(variants, times, strict=True):
+                start = timer()
+                variant.call(batch)
+                elapsed = timer() - start
+                if repeat >= 0:
+                    seconds.append(elapsed)
+                done += 1
+                if progress:
+                    progress(what, done, total)
+        result.append(times)
+    return result
+
+
+def torch_speedup(reference: torch.nn.Module, model: torch.nn.Module, seq_len: int = 128, repeats: int = 10) -> float:
+    """How many times faster ``model`` runs than ``reference`` in torch fp32 at batch 1, one thread, CPU clock:
+    the ratio of their median CPU times, taking turns (what an export can say about itself on this machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        variants = []
+        for module in (reference, model):
+            inputs = {1: random_inputs(input_names(module), module.config.vocab_size, 1, seq_len)}
+            variants.append(Variant(Path("."), "torch", _torch_call(module.eval(), inputs)))
+        reference_times, model_times = time_variants(variants, [1], repeats, 2, "cpu")[0]
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(reference_times) / statistics.median(model_times)
+
+
 def bench(
     folders: list[Path],
     batch_sizes: list[int],
@@ -109,25 +154,12 @@ def bench(
         raise UsageError(f"--clock {clock}: expected one of {', '.join(CLOCKS)}")
     if clock == "cpu" and threads != 1:
         raise UsageError("--clock cpu: needs --threads 1 (it counts the CPU time of the calling thread only)")
-    timer = CLOCKS[clock]
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     variants = load_variants(folders, batch_sizes, seq_len, threads)
-    total, done = len(batch_sizes) * (warmup + repeats) * len(variants), 0
     rows = []
-    for batch in batch_sizes:
-        times: list[list[float]] = [[] for _ in variants]
-        for repeat in range(-warmup, repeats):  # negative: warm-up rounds, not timed
-            what = f"batch {batch}: " + (f"warm-up {repeat + warmup + 1}" if repeat < 0 else f"repeat {repeat + 1}")
-            for variant, seconds in zip(variants, times, strict=True):
-                start = timer()
-                variant.call(batch)
-                elapsed = timer() - start
-                if repeat >= 0:
-                    seconds.append(elapsed)
-                done += 1
-                if progress:
-                    progress(what, done, total)
+    timed = time_variants(variants, batch_sizes, repeats, warmup, clock, progress)
+    for batch, times in zip(batch_sizes, timed, strict=True):
         medians = [statistics.median(seconds) for seconds in times]
         for variant, median, seconds in zip(variants, medians, times, strict=True):
             rows.append(

@@ -16,6 +16,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedModel
 
+from fineprune.bench import torch_speedup
 from fineprune.config import RunConfig, build_config, dump_config, load_config, read_yaml, with_absolute_paths
 from fineprune.errors import UsageError
 from fineprune.export.compact import compact as compact_model
@@ -334,6 +335,8 @@ def export(
     if out is None:
         raise UsageError(f"--out: required to export the pruned run {run_dir}")
     out = Path(out)
+    if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
+        raise UsageError(f"--out {out} holds the run {run_dir} itself: export to another folder")
     if _is_run_dir(out) and not overwrite:
         raise UsageError(f"{out} is not empty: pass --overwrite to replace it")
     config_path = find_config(run_dir)
@@ -344,7 +347,8 @@ def export(
     removal = None
     if compact:
         compacted = compact_model(model)
-        removal, model = compact_summary(model, compacted), compacted
+        removal = compact_summary(model, compacted) | {"speedup_batch1": torch_speedup(model, compacted)}
+        model = compacted
     if out.exists():
         shutil.rmtree(out)
     storage = None
