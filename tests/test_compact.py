@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ARCHS, invoke, lively, tiny_model
+from conftest import ARCHS, finish, invoke, lively, tiny_model
 from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForQuestionAnswering
 
@@ -42,14 +42,7 @@ def pruned(model: torch.nn.Module, method: str) -> torch.nn.Module:
         method=method, structure="heads_neurons", warmup_steps=2, cooldown_steps=2, final_threshold=0.5, **density
     )
     fp.prepare(model, config)
-    pruner = fp.get_pruner(model)
-    pruner.set_step(10, 10)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for p in pruner.parametrizations:
-            if p.scores is not None:
-                p.scores.add_(torch.randn_like(p.scores) * 2)
-    return model.eval()
+    return finish(model).eval()
 
 
 def kept_groups_from_masks(model: torch.nn.Module) -> list[dict]:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import ARCHS, tiny_model
+from conftest import ARCHS, finish, tiny_model
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -25,17 +25,6 @@ def config(method: str, scope: str = "local", **kw) -> fp.PruningConfig:
     if method in ("magnitude", "movement"):
         defaults["final_density"] = 0.3
     return fp.PruningConfig(method=method, scope=scope, **(defaults | kw))
-
-
-def finish(model: nn.Module) -> None:
-    """Move the schedule to its end and give learned scores a spread, as training would."""
-    pruner = fp.get_pruner(model)
-    pruner.set_step(10, 10)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for p in pruner.parametrizations:
-            if p.scores is not None:
-                p.scores.add_(torch.randn_like(p.scores) * 2)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
