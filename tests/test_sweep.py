@@ -15,7 +15,17 @@ from typer.testing import CliRunner
 from fineprune.cli import app
 from fineprune.config import load_config
 from fineprune.errors import UsageError
-from fineprune.sweep import default_out, parse_densities, parse_methods, run_state, sweep
+from fineprune.pruning import PruningConfig
+from fineprune.sweep import (
+    default_out,
+    parse_densities,
+    parse_methods,
+    parse_seeds,
+    pruning_for,
+    results_table,
+    run_state,
+    sweep,
+)
 
 RUNS = ["dense", "magnitude_0.5", "movement_0.5"]
 
@@ -34,6 +44,7 @@ def test_sweep_trains_every_run_and_writes_the_tables(tiny_sweep):
         "target_density",
         "density",
         "accuracy",
+        "seed",
         "distilled",
         "run_dir",
         "runtime_s",
@@ -114,6 +125,46 @@ def test_distilling_from_an_existing_dense_model(tiny_setup, tiny_sweep, tmp_pat
     assert Path(load_config(tmp_path / "s" / "magnitude_0.5" / "fineprune_config.yaml").distillation.teacher) == dense
 
 
+def test_a_sweep_over_seeds_trains_every_cell_per_seed(tiny_setup, tiny_sweep, tmp_path):
+    dense, out = tiny_sweep["out"] / "dense", tmp_path / "s"
+    with one_thread():
+        rows = sweep(tiny_setup["config"], ["magnitude"], [0.5], out, distill_from=dense, progress=print, seeds=[3, 4])
+    assert [(r["method"], r["seed"], Path(r["run_dir"]).name) for r in rows] == [
+        ("none", None, "dense"),
+        ("magnitude", 3, "magnitude_0.5_seed3"),
+        ("magnitude", 4, "magnitude_0.5_seed4"),
+    ]
+    for seed in (3, 4):
+        assert load_config(out / f"magnitude_0.5_seed{seed}" / "fineprune_config.yaml").training["seed"] == seed
+    assert [r["seed"] for r in read_csv(out / "results.csv")] == ["", "3", "4"]
+    table = (out / "results.md").read_text()
+    assert "over seeds 3, 4" in table and "| mnli (accuracy) | 50% | " in table
+
+
+def test_a_cell_over_seeds_shows_the_mean_and_the_population_spread():
+    def row(method: str, target: float, accuracy: float, density: float | None = None) -> dict:
+        return {
+            "task": "mnli",
+            "method": method,
+            "target_density": target,
+            "density": density or target,
+            "accuracy": accuracy,
+        }
+
+    rows = [
+        row("none", 1.0, 0.61), row("none", 1.0, 0.62),
+        row("movement", 0.1, 0.5901), row("movement", 0.1, 0.5807),
+        row("magnitude", 0.1, 0.5), row("magnitude", 0.1, 0.6), row("magnitude", 0.1, 0.7, density=0.12),
+        row("magnitude", 0.03, 0.4),
+    ]  # fmt: skip
+    table = results_table(rows, ["magnitude", "movement"], "header")
+    # by hand: (61 + 62) / 2 = 61.5, spread 0.5; (59.01 + 58.07) / 2 = 58.54, spread 0.47;
+    # (50 + 60 + 70) / 3 = 60, spread sqrt((100 + 0 + 100) / 3) = 8.165
+    assert "| mnli (accuracy) | 100% (dense) | 61.5 ± 0.5 | 61.5 ± 0.5 |" in table
+    assert "| mnli (accuracy) | 10% | 60.0 ± 8.2 (at 12%) | 58.5 ± 0.5 |" in table
+    assert "| mnli (accuracy) | 3% | 40.0 | – |" in table
+
+
 def test_a_finished_run_with_other_settings_is_not_reused(tiny_setup, tiny_sweep):
     with pytest.raises(UsageError, match=r"dense was started with training\.num_train_epochs=2"):
         sweep(tiny_setup["config"], ["magnitude"], [0.5], tiny_sweep["out"], overrides=["training.num_train_epochs=3"])
@@ -129,9 +180,31 @@ def test_parse_lists():
     ]:
         with pytest.raises(UsageError, match=f"^--methods: {message}"):
             parse_methods(text)
+    assert parse_seeds("42, 43,42") == [42, 43]
+    with pytest.raises(UsageError, match="^--seeds: give at least"):
+        parse_seeds(" , ")
     for text, message in [("0", "outside"), ("0.1,1.5", "outside"), ("ten", "not a number"), ("", "at least")]:
         with pytest.raises(UsageError, match=f"^--densities: .*{message}"):
             parse_densities(text)
+
+
+@pytest.mark.parametrize(
+    ("update", "method", "kept"),
+    [
+        ("platon", "movement", "platon"),
+        ("platon", "magnitude", "adamw"),
+        ("platon", "soft_movement", "adamw"),
+        ("platon", "l0", "adamw"),
+        ("sgd", "l0", "sgd"),
+        ("sgd", "magnitude", "adamw"),
+        ("adamw", "soft_movement", "adamw"),
+    ],
+)
+def test_a_cell_drops_a_scores_update_its_method_cannot_take(update, method, kept):
+    base = {"method": "movement", "scope": "local", "final_density": 0.1, "scores_update": update}
+    cell = pruning_for(base, method, 0.03)
+    assert cell == {"method": method, "scope": "local", "final_density": 0.03, "scores_update": kept}
+    PruningConfig(**cell)  # every cell of a base config that ships PLATON is a valid config
 
 
 def test_default_out(tiny_setup):
@@ -145,6 +218,7 @@ def test_default_out(tiny_setup):
     [
         ("--methods", "magnitude,bogus", "error: --methods: unknown method 'bogus'"),
         ("--densities", "0.1,2", "error: --densities: 2 is outside"),
+        ("--seeds", "42,x", "error: --seeds: 'x' is not a whole number"),
     ],
 )
 def test_cli_sweep_rejects_a_bad_list(tiny_setup, tmp_path, option, value, message):

@@ -196,17 +196,27 @@ def sweep(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Sweep folder (default: <training.output_dir>_sweep).")
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated training seeds: every run is trained once per seed (folders METHOD_DENSITY_seedS) "
+            "and each cell shows the mean ± the spread (default: the config's seed, once)."
+        ),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Train the dense model and every (method, density) run; writes results.csv and results.md, and resumes when
     run again after a stop."""
     from fineprune.config import load_config
-    from fineprune.sweep import default_out, parse_densities, parse_methods
+    from fineprune.sweep import default_out, parse_densities, parse_methods, parse_seeds
     from fineprune.sweep import sweep as run_sweep
 
     method_list, density_list = parse_methods(methods), parse_densities(densities)
+    seed_list = parse_seeds(seeds) if seeds is not None else None
     folder = out or default_out(load_config(config, set_))
-    run_sweep(config, method_list, density_list, folder, distill_from, distill, set_, progress=typer.echo)
+    run_sweep(
+        config, method_list, density_list, folder, distill_from, distill, set_, progress=typer.echo, seeds=seed_list
+    )
     typer.echo(f"\n{(folder / 'results.md').read_text()}\nresults: {folder / 'results.csv'}, {folder / 'results.md'}")
 
 

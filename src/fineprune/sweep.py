@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import transformers
 
 from fineprune.config import DistillationSection, RunConfig, build_config, load_config, read_yaml
 from fineprune.errors import UsageError
+from fineprune.pruning.config import SCORED_METHODS
 from fineprune.report import MAIN_METRIC, percent
 from fineprune.run import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, train
 
@@ -27,7 +29,7 @@ DENSITY_TOLERANCE = 0.005  # reached density this far from the target is shown i
 # Paths differ between machines and folders without changing what a run trains, so they do not count.
 _PATH_KEYS = (("training", "output_dir"), ("distillation", "teacher"))
 _LEADING = ("task", "method", "target_density", "density")  # results.csv columns before the metrics
-_TRAILING = ("distilled", "run_dir", "runtime_s")  # and after them
+_TRAILING = ("seed", "distilled", "run_dir", "runtime_s")  # and after them
 
 
 # -- the lists the user gives ----------------------------------------------------------------------------------------
@@ -56,15 +58,28 @@ def parse_methods(text: str) -> list[str]:
     return check_methods([m.strip() for m in text.split(",") if m.strip()])
 
 
+def _split_numbers(text: str, option: str, kind: type, what: str) -> list:
+    """The comma-separated items of `text` as `kind`; a UsageError naming `option` for one that is not."""
+    values = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        try:
+            values.append(kind(item))
+        except ValueError:
+            raise UsageError(f"{option}: {item!r} is not {what}") from None
+    return values
+
+
 def parse_densities(text: str) -> list[float]:
     """``"0.1,0.03"`` -> ``[0.1, 0.03]``."""
-    values = []
-    for item in (d.strip() for d in text.split(",") if d.strip()):
-        try:
-            values.append(float(item))
-        except ValueError:
-            raise UsageError(f"--densities: {item!r} is not a number") from None
-    return check_densities(values)
+    return check_densities(_split_numbers(text, "--densities", float, "a number"))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"42,43"`` -> ``[42, 43]``: the training seeds every cell is trained with, without duplicates."""
+    seeds = _split_numbers(text, "--seeds", int, "a whole number")
+    if not seeds:
+        raise UsageError("--seeds: give at least one training seed, e.g. 42,43")
+    return list(dict.fromkeys(seeds))
 
 
 def default_out(config: RunConfig) -> Path:
@@ -76,18 +91,35 @@ def default_out(config: RunConfig) -> Path:
 
 
 # -- planning ----------------------------------------------------------------------------------------------------------
-def run_name(method: str, density: float) -> str:
-    """``movement_0.1``: the run's folder name inside the sweep folder."""
-    return f"{method}_{density:g}"
+def run_name(method: str, density: float | None, seed: int | None = None) -> str:
+    """``movement_0.1`` (``dense`` without a density): the run's folder name inside the sweep folder, with
+    ``_seed43`` when the sweep was given seeds."""
+    name = DENSE if density is None else f"{method}_{density:g}"
+    return name if seed is None else f"{name}_seed{seed}"
 
 
-def _variant(base: RunConfig, source: str, run_dir: Path, pruning: dict, distillation: dict | None) -> RunConfig:
-    """The base config with this run's pruning, distillation and folder, validated like a file of its own."""
+def _variant(
+    base: RunConfig, source: str, run_dir: Path, pruning: dict, distillation: dict | None, seed: int | None
+) -> RunConfig:
+    """The base config with this run's pruning, distillation, seed and folder, validated like a file of its own."""
     data = base.model_dump(mode="json")
     data["pruning"] = pruning
     data["distillation"] = distillation
-    data["training"] = data["training"] | {"output_dir": str(run_dir)}
+    data["training"] = data["training"] | {"output_dir": str(run_dir)} | ({} if seed is None else {"seed": seed})
     return build_config(data, f"{source} ({run_dir.name})")
+
+
+def pruning_for(base: dict[str, Any], method: str, density: float) -> dict[str, Any]:
+    """The base pruning section for one (method, density) cell of the sweep.
+
+    A scores update the method cannot take (platon ranks movement's Top-v; magnitude has no scores) falls back to
+    adamw, so that one base config, such as a movement config that ships PLATON, serves the paper's whole comparison.
+    """
+    pruning = base | {"method": method, "final_density": density}
+    update = pruning.get("scores_update", "adamw")
+    if (update == "platon" and method != "movement") or (update != "adamw" and method not in SCORED_METHODS):
+        pruning["scores_update"] = "adamw"
+    return pruning
 
 
 def _distillation(base: RunConfig, teacher: Path) -> dict:
@@ -140,13 +172,16 @@ def run_state(run_dir: Path) -> str:
 
 
 # -- rows and tables ---------------------------------------------------------------------------------------------------
-def _row(summary: dict, target: float, distilled: bool, run_dir: Path, runtime: float | None) -> dict[str, Any]:
+def _row(
+    summary: dict, target: float, distilled: bool, run_dir: Path, runtime: float | None, seed: int | None = None
+) -> dict[str, Any]:
     return {
         "task": summary["task"],
         "method": summary["method"],
         "target_density": target,
         "density": summary.get("sparsity", {}).get("density"),
         **summary.get("metrics", {}),
+        "seed": seed,
         "distilled": distilled,
         "run_dir": str(run_dir),
         "runtime_s": runtime,
@@ -174,13 +209,22 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _cell(row: dict[str, Any] | None, metric: str) -> str:
-    """The main metric in % (one decimal, as the paper), with the density reached if it missed the target."""
-    if row is None or row.get(metric) is None:
+def _cell(rows: list[dict[str, Any]], metric: str) -> str:
+    """The main metric in % (one decimal, as the paper) of one cell's runs: their mean, ± the population standard
+    deviation over seeds when there are several, and the densities reached that missed the target."""
+    values = [100 * row[metric] for row in rows if row.get(metric) is not None]
+    if not values:
         return "–"
-    cell = f"{100 * row[metric]:.1f}"
-    if row["density"] is not None and abs(row["density"] - row["target_density"]) > DENSITY_TOLERANCE:
-        cell += f" (at {percent(row['density'])})"
+    cell = f"{statistics.fmean(values):.1f}"
+    if len(values) > 1:
+        cell += f" ± {statistics.pstdev(values):.1f}"
+    missed = [
+        r["density"]
+        for r in rows
+        if r["density"] is not None and abs(r["density"] - r["target_density"]) > DENSITY_TOLERANCE
+    ]
+    if missed:
+        cell += f" (at {', '.join(percent(d) for d in missed)})"
     return cell
 
 
@@ -195,13 +239,13 @@ def results_table(rows: list[dict[str, Any]], methods: list[str], header: str) -
     for task in dict.fromkeys(row["task"] for row in rows):
         metric = MAIN_METRIC[task]
         label = f"{task} ({metric})"
-        dense = next((r for r in rows if r["task"] == task and r["method"] == "none"), None)
-        if dense is not None:
+        dense = [r for r in rows if r["task"] == task and r["method"] == "none"]
+        if dense:
             lines.append(f"| {label} | 100% (dense) |" + f" {_cell(dense, metric)} |" * len(methods))
         pruned = [r for r in rows if r["task"] == task and r["method"] != "none"]
         for target in sorted({r["target_density"] for r in pruned}, reverse=True):
-            at = {r["method"]: r for r in pruned if r["target_density"] == target}
-            cells = " | ".join(_cell(at.get(method), metric) for method in methods)
+            at = [r for r in pruned if r["target_density"] == target]
+            cells = " | ".join(_cell([r for r in at if r["method"] == method], metric) for method in methods)
             lines.append(f"| {label} | {percent(target)} | {cells} |")
     return "\n".join(lines) + "\n"
 
@@ -224,9 +268,11 @@ def _header(base: RunConfig, rows: list[dict[str, Any]], summary: dict, teacher:
             f"T {d.temperature:g})"
         )
     metric = ", ".join(sorted({MAIN_METRIC[r["task"]] for r in rows}))
+    seeds = list(dict.fromkeys(r["seed"] for r in rows if r["method"] != "none"))
+    over = f", mean ± population standard deviation over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""
     return (
         f"Model `{base.model.name_or_path}` on {base.task.name}: {data}; pruned runs {distill}. "
-        f"Cells: {metric} (%) on the evaluation split; '(at x%)' where the density reached differs from the "
+        f"Cells: {metric} (%) on the evaluation split{over}; '(at x%)' where the density reached differs from the "
         f"target by more than {100 * DENSITY_TOLERANCE:g} points."
     )
 
@@ -248,31 +294,37 @@ def sweep(
     distill: bool = True,
     overrides: list[str] | None = None,
     progress: Callable[[str], None] = print,
+    seeds: list[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Train the dense model (unless `distill_from` gives one), then every (method, density) run, into `out`.
 
     Every run uses the base config's training settings (so the same number of updates) and pruning settings,
     with its own method and ``final_density`` (soft_movement / l0 are steered to it); with `distill`, pruned runs
-    learn from the dense model. Returns the rows of ``out/results.csv``; also writes ``out/results.md``.
+    learn from the dense model. With `seeds`, all of it is trained once per training seed (the first seed's dense
+    model is the teacher) and each table cell gives the mean and spread. Returns the rows of ``out/results.csv``;
+    also writes ``out/results.md``.
     """
     methods, densities = check_methods(methods), check_densities(densities)
+    seed_list: list[int | None] = list(seeds) if seeds else [None]
     base = load_config(base_config_path, overrides)
     out = Path(out)
     source = str(base_config_path)
-    teacher = Path(distill_from) if distill_from is not None else out / DENSE
+    teacher = Path(distill_from) if distill_from is not None else out / run_name("none", None, seed_list[0])
     if distill_from is not None and not has_model(teacher):
         raise UsageError(f"--distill-from {teacher}: no trained model here")
 
     # Every config is built and checked before anything trains: a bad combination fails now, not hours in.
     plan: list[tuple[Path, RunConfig]] = []
-    if distill_from is None:
-        plan.append((out / DENSE, _variant(base, source, out / DENSE, {"method": "none"}, None)))
     distillation = _distillation(base, teacher) if distill else None
-    for method in methods:
-        for density in densities:
-            pruning = base.pruning.model_dump(mode="json") | {"method": method, "final_density": density}
-            run_dir = out / run_name(method, density)
-            plan.append((run_dir, _variant(base, source, run_dir, pruning, distillation)))
+    for seed in seed_list:
+        if distill_from is None:
+            run_dir = out / run_name("none", None, seed)
+            plan.append((run_dir, _variant(base, source, run_dir, {"method": "none"}, None, seed)))
+        for method in methods:
+            for density in densities:
+                pruning = pruning_for(base.pruning.model_dump(mode="json"), method, density)
+                run_dir = out / run_name(method, density, seed)
+                plan.append((run_dir, _variant(base, source, run_dir, pruning, distillation, seed)))
     for run_dir, config in plan:
         _check_same_settings(run_dir, config)
 
@@ -291,8 +343,9 @@ def sweep(
             runtime = time.monotonic() - begun
             trained_times.append(runtime)
         target = config.pruning.final_density or 1.0
+        runtime_s = summary.get("train_runtime_s") or runtime
         rows.append(
-            _row(summary, target, config.distillation is not None, run_dir, summary.get("train_runtime_s") or runtime)
+            _row(summary, target, config.distillation is not None, run_dir, runtime_s, config.training.get("seed"))
         )
         metric = MAIN_METRIC[summary["task"]]
         line = (
