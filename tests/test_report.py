@@ -86,6 +86,22 @@ def test_metric_vs_density_draws_each_runs_density_and_accuracy(tiny_sweep):
     assert list(lines["95% of dense"].get_ydata()) == pytest.approx([0.95 * dense] * 2)
 
 
+def test_seeds_of_one_cell_are_one_point_with_the_spread_as_an_error_bar(tiny_sweep):
+    out = tiny_sweep["out"]
+    run = read_run(out / "movement_0.5")
+    seeds = [replace(run, summary=run.summary | {"metrics": {"accuracy": a}}) for a in (0.3, 0.5)]
+    dense = read_run(out / "dense")
+    dense_seeds = [replace(dense, summary=dense.summary | {"metrics": {"accuracy": a}}) for a in (0.6, 0.7)]
+    ax = metric_vs_density([*dense_seeds, *seeds, read_run(out / "magnitude_0.5")], None).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["movement"].get_xdata()) == [100 * run.density]
+    assert list(lines["movement"].get_ydata()) == pytest.approx([40.0])  # (30 + 50) / 2
+    [bar] = [c for c in ax.collections if len(c.get_segments()) == 1]  # magnitude (one seed) has no error bar
+    (_, low), (_, high) = bar.get_segments()[0]
+    assert (low, high) == pytest.approx((30.0, 50.0))  # the population spread of 30 and 50 is 10
+    assert list(lines["dense model (no pruning)"].get_ydata()) == pytest.approx([65.0, 65.0])
+
+
 def test_a_method_and_its_distilled_variant_look_different_and_the_legend_covers_no_data(tiny_sweep):
     out = tiny_sweep["out"]
     distilled = read_run(out / "movement_0.5")

@@ -8,6 +8,7 @@ pretrained model); a figure the given runs cannot support is skipped with a note
 from __future__ import annotations
 
 import json
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -198,6 +199,21 @@ def _percent_axis(axis, values: list[float]) -> None:
     axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:.3g}%"))
 
 
+def _seed_means(runs: list[Run]) -> list[tuple[float, float, float]]:
+    """(remaining %, mean metric %, population spread %) per target density, in order of density: the runs of one
+    cell trained with different seeds become one point with an error bar."""
+    cells: dict[float, list[Run]] = defaultdict(list)
+    for run in runs:
+        cells[run.target_density].append(run)
+    points = []
+    for cell in cells.values():
+        scores = [100 * r.score for r in cell]
+        points.append(
+            (100 * statistics.fmean(r.density for r in cell), statistics.fmean(scores), statistics.pstdev(scores))
+        )
+    return sorted(points)
+
+
 # -- the figures -----------------------------------------------------------------------------------------------------
 def metric_vs_density(runs: list[Run], _weights: Callable[[Run], _Weights]) -> Figure:
     """Figures 2 and 3: main metric against remaining weights, one panel per task, dense model and 95% of it."""
@@ -213,14 +229,16 @@ def metric_vs_density(runs: list[Run], _weights: Callable[[Run], _Weights]) -> F
             curves[_label(run, pruned)].append(run)
         xs = []
         for label, members in curves.items():
-            members.sort(key=lambda r: r.density)
-            x, y = [100 * r.density for r in members], [100 * r.score for r in members]
+            x, y, spread = zip(*_seed_means(members), strict=True)
             xs += x
-            ax.plot(x, y, label=label, **_curve_style(members[0]))
-        dense = [r for r in runs if r.method == "none" and r.task == task and r.score is not None]
+            style = _curve_style(members[0])
+            ax.plot(x, y, label=label, **style)
+            if any(spread):
+                ax.errorbar(x, y, yerr=spread, fmt="none", ecolor=style["color"], capsize=3)
+        dense = [100 * r.score for r in runs if r.method == "none" and r.task == task and r.score is not None]
         if dense:
-            ax.axhline(100 * dense[0].score, color="black", label="dense model (no pruning)")
-            ax.axhline(95 * dense[0].score, color="black", linestyle="--", label="95% of dense")
+            ax.axhline(statistics.fmean(dense), color="black", label="dense model (no pruning)")
+            ax.axhline(0.95 * statistics.fmean(dense), color="black", linestyle="--", label="95% of dense")
         ax.set_xscale("log")
         _percent_axis(ax.xaxis, xs)
         ax.set_title(f"{task}: {metric} vs remaining weights{_distillation_note(pruned)}")
