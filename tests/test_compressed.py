@@ -302,6 +302,10 @@ def test_export_compress_then_eval(mnli_run, tmp_path):
     assert sorted(p.name for p in folder.glob("*.safetensors")) == [WEIGHTS_FILE]
     card = (folder / "README.md").read_text()
     assert "## Compressed storage" in card and f"{report['compressed_bytes']:,}" in card
+    assert (
+        "library_name: fineprune" in card
+        and "library_name: fineprune" not in (tmp_path / "baked" / "README.md").read_text()
+    )
 
     from_compressed = invoke(["eval", folder])
     invoke(["decompress", folder, "--out", tmp_path / "stock"])
@@ -311,6 +315,7 @@ def test_export_compress_then_eval(mnli_run, tmp_path):
     assert from_compressed["density"] == from_stock["density"] == pytest.approx(baked["density"], abs=1e-12)
     assert abs(from_compressed["accuracy"] - from_baked["accuracy"]) <= 0.1  # 15 eval pairs: at most one flips
     assert "fineprune decompress" not in (tmp_path / "stock" / "README.md").read_text()
+    assert "library_name: transformers" in (tmp_path / "stock" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -411,7 +411,8 @@ def model_card(
     )
     lines = [
         "---",
-        "library_name: transformers",
+        # A compressed folder is not a transformers folder until `fineprune decompress` makes it one.
+        f"library_name: {'fineprune' if compressed else 'transformers'}",
         "tags: [fineprune, pruning, movement-pruning]",
         "---",
         f"# {config.task.name} model fine-pruned with fineprune",

@@ -407,6 +407,7 @@ def decompress(folder: str | Path, out: str | Path, overwrite: bool = False) -> 
             shutil.copy(file, out / file.name)
     card = out / "README.md"
     if card.is_file():
-        card.write_text(card.read_text().replace(COMPRESSED_NOTE, DECOMPRESSED_NOTE))
+        text = card.read_text().replace(COMPRESSED_NOTE, DECOMPRESSED_NOTE)
+        card.write_text(text.replace("library_name: fineprune\n", "library_name: transformers\n", 1))
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     return {"out": str(out), "safetensors_bytes": size, "compressed_bytes": (folder / WEIGHTS_FILE).stat().st_size}
