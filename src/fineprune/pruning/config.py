@@ -170,9 +170,14 @@ class PruningConfig(BaseModel):
     def _check_scores_update(self) -> PruningConfig:
         rule = self.scores_update
         if rule != "adamw" and self.method not in SCORED_METHODS:
-            raise ValueError(f"scores_update {rule}: method {self.method} has no scores to update")
+            raise ValueError(
+                f"scores_update {rule}: method {self.method} has no scores to update (set scores_update to adamw)"
+            )
         if rule == "platon" and self.method != "movement":
-            raise ValueError(f"scores_update platon ranks by Top-v: it needs method movement, not {self.method}")
+            raise ValueError(
+                f"scores_update platon ranks by Top-v: it needs method movement, not {self.method} "
+                "(set scores_update to adamw)"
+            )
         if rule == "platon" and self.scores_init_from_weights:
             raise ValueError("scores_init_from_weights has no effect with scores_update platon (it sets the scores)")
         return self
