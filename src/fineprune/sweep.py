@@ -19,7 +19,7 @@ import transformers
 
 from fineprune.config import DistillationSection, RunConfig, build_config, load_config, read_yaml
 from fineprune.errors import UsageError
-from fineprune.pruning.config import SCORED_METHODS
+from fineprune.pruning.config import takes_scores_update
 from fineprune.report import MAIN_METRIC, percent
 from fineprune.run import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, train
 
@@ -116,8 +116,7 @@ def pruning_for(base: dict[str, Any], method: str, density: float) -> dict[str, 
     adamw, so that one base config, such as a movement config that ships PLATON, serves the paper's whole comparison.
     """
     pruning = base | {"method": method, "final_density": density}
-    update = pruning.get("scores_update", "adamw")
-    if (update == "platon" and method != "movement") or (update != "adamw" and method not in SCORED_METHODS):
+    if not takes_scores_update(method, pruning.get("scores_update", "adamw")):
         pruning["scores_update"] = "adamw"
     return pruning
 

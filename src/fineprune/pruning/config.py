@@ -15,6 +15,15 @@ TOPV_METHODS = ("magnitude", "movement")
 STEERABLE_METHODS = ("soft_movement", "l0")
 SCORED_METHODS = ("movement", "soft_movement", "l0")
 
+
+def takes_scores_update(method: str, rule: str) -> bool:
+    """Whether `method` can learn its scores by `rule`: adamw always, sgd any method with scores, platon only movement
+    (its scores rank a Top-v)."""
+    if rule == "platon":
+        return method == "movement"
+    return rule == "adamw" or method in SCORED_METHODS
+
+
 # controller_gain: the lambda controller of steered runs, replaced by the density band and L0's Lagrangian.
 OBSOLETE_FIELDS = frozenset({"controller_gain"})
 DEFAULT_LAMBDA = {"soft_movement": 400.0, "l0": 125.0}
@@ -169,11 +178,11 @@ class PruningConfig(BaseModel):
     @model_validator(mode="after")
     def _check_scores_update(self) -> PruningConfig:
         rule = self.scores_update
-        if rule != "adamw" and self.method not in SCORED_METHODS:
+        if not takes_scores_update(self.method, rule) and self.method not in SCORED_METHODS:
             raise ValueError(
                 f"scores_update {rule}: method {self.method} has no scores to update (set scores_update to adamw)"
             )
-        if rule == "platon" and self.method != "movement":
+        if not takes_scores_update(self.method, rule):
             raise ValueError(
                 f"scores_update platon ranks by Top-v: it needs method movement, not {self.method} "
                 "(set scores_update to adamw)"
