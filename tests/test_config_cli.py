@@ -104,6 +104,17 @@ def test_set_values_are_typed_by_yaml():
         parse_overrides(["task.max_train_samples"])
 
 
+def test_a_section_set_to_null_then_given_keys_starts_afresh(base):
+    path = base(BASE + "distillation:\n  teacher: runs/a\n  alpha_ce: 0.9\n  temperature: 3.0\n")
+    merged = load_config(path, ["distillation.teacher=runs/b"]).distillation
+    assert (merged.teacher, merged.alpha_ce, merged.temperature) == ("runs/b", 0.9, 3.0)  # merged into the file's
+    fresh = load_config(path, ["distillation=null", "distillation.teacher=runs/b"]).distillation
+    assert (fresh.teacher, fresh.alpha_ce, fresh.temperature) == ("runs/b", 0.5, 2.0)  # the defaults, not the file's
+    assert load_config(path, ["distillation.teacher=runs/b", "distillation=null"]).distillation is None  # last wins
+    with pytest.raises(UsageError, match="training.seed.x: seed is not a section"):
+        parse_overrides(["training.seed=1", "training.seed.x=2"])
+
+
 def test_shipped_configs_are_valid():
     from pathlib import Path
 

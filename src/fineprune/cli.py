@@ -22,7 +22,11 @@ app = typer.Typer(
 
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override any config key: --set task.max_train_samples=200 (repeatable)."),
+    typer.Option(
+        "--set",
+        help="Override any config key: --set task.max_train_samples=200 (repeatable; later ones win). "
+        "SECTION=null drops a section; keys given after it start the section afresh, with its defaults.",
+    ),
 ]
 
 

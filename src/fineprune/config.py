@@ -153,8 +153,14 @@ def _explain(error: ValidationError) -> str:
 _YAML11_WORDS = {"no", "yes", "on", "off", "y", "n"}
 
 
+class FreshSection(dict):
+    """A section that an earlier ``--set SECTION=null`` emptied: it replaces the file's section instead of merging
+    into it, so ``--set distillation=null --set distillation.teacher=T`` means a teacher with default settings."""
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["task.max_train_samples=200", ...]`` -> nested dict; values are read as YAML (so 200 is an int)."""
+    """``["task.max_train_samples=200", ...]`` -> nested dict; values are read as YAML (so 200 is an int).
+    Later pairs win, as on any command line."""
     tree: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -167,9 +173,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         node = tree
         parts = key.strip().split(".")
         for part in parts[:-1]:
+            if part in node and node[part] is None:
+                node[part] = FreshSection()
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise UsageError(f"--set {key}: {part} is not a section")
+                raise UsageError(f"--set {key}: {part} is not a section (an earlier --set gave it a value)")
         node[parts[-1]] = value
     return tree
 
@@ -177,7 +185,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not isinstance(value, FreshSection):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value
