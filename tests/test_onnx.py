@@ -89,6 +89,35 @@ def test_int8_graph_quantizes_every_linear_per_channel(exported):
     assert 0 < np.abs(int8 - fp32).max() <= 0.1 * np.abs(fp32).max()
 
 
+def test_sessions_leave_layer_norm_unfused(exported, tmp_path, monkeypatch):
+    """ONNX Runtime fuses each residual Add + LayerNorm into SkipLayerNormalization, slower here (SLOW_FUSIONS)."""
+    from fineprune import onnx_inference
+
+    folder = exported[2]
+
+    def optimized_ops(open_graph) -> set[str]:
+        saved = tmp_path / f"optimized_{len(list(tmp_path.iterdir()))}.onnx"
+        with monkeypatch.context() as patch:
+
+            class Saving(onnxruntime.SessionOptions):
+                def __init__(self):
+                    super().__init__()
+                    self.optimized_model_filepath = str(saved)
+
+            patch.setattr(onnx_inference.onnxruntime, "SessionOptions", Saving)
+            open_graph(folder / "onnx" / "model.onnx")
+        return {node.op_type for node in onnx.load(saved).graph.node}
+
+    default = optimized_ops(
+        lambda graph: onnxruntime.InferenceSession(
+            str(graph), onnxruntime.SessionOptions(), providers=["CPUExecutionProvider"]
+        )
+    )
+    ours = optimized_ops(onnx_inference.open_session)
+    assert "SkipLayerNormalization" in default  # what ONNX Runtime does unless told
+    assert "SkipLayerNormalization" not in ours and "LayerNormalization" in ours
+
+
 def test_compact_folder_gets_graphs_of_the_model_it_came_from(tmp_path):
     """A compact export (loaded with trust_remote_code) gives graphs whose logits are the stock model's with zeros."""
     from fineprune.export.compact import compact, save_compact
@@ -181,6 +210,17 @@ def test_baked_export_with_onnx_evaluates_like_torch(mnli):
     assert 0 <= from_int8["accuracy"] <= 1
     assert json.loads((out / "eval_results.json").read_text())["backend"] == "torch"  # not overwritten
     assert json.loads((out / "eval_results_onnx.json").read_text()) == from_graph
+
+    # the model card's ONNX section names both graphs, and its snippet opens the int8 graph from the folder
+    card = (out / "README.md").read_text()
+    section = card[card.index("## ONNX") :]
+    assert "`onnx/model.onnx` (fp32)" in section and "`onnx/model_quantized.onnx` (dynamic int8" in section
+    snippet = section.split("```python\n")[1].split("```")[0]
+    namespace: dict = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(out)
+        exec(snippet, namespace)
+    assert [i.name for i in namespace["session"].get_inputs()][:2] == ["input_ids", "attention_mask"]
 
 
 def test_structured_run_compact_onnx_evaluates_like_the_run(mnli):

@@ -15,16 +15,23 @@ from transformers import PreTrainedTokenizerBase
 from fineprune.errors import UsageError
 
 PAD_LOGIT = -100.0  # what the Trainer pads predictions of shorter batches with; SQuAD decoding ignores it
+# Graph rewrites that make these encoders slower on CPU: ONNX Runtime 1.32's fused SkipLayerNormalization kernel took
+# ~0.3 ms per call at 128 x 384 where Add + LayerNormalization take a tenth of that; without it all-MiniLM-L6-v2 ran
+# 1.12x (fp32) / 1.24x (int8) faster at batch 1, a compact 40% model 1.21x / 1.41x (docs/benchmarks.md).
+SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
 def open_session(graph: str | Path, threads: int | None = None) -> onnxruntime.InferenceSession:
-    """A CPU session with every graph optimization; ``threads`` intra-op threads (default: ONNX Runtime's)."""
+    """A CPU session with every graph optimization but SLOW_FUSIONS; ``threads`` intra-op threads (default: ONNX
+    Runtime's)."""
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: no notes about initializers or unused outputs
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(
+        str(graph), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOW_FUSIONS
+    )
 
 
 def predict(

@@ -32,6 +32,7 @@ from fineprune.export.compressed import (
     size_section,
 )
 from fineprune.export.onnx import GRAPHS, ONNX_DIR, export_onnx
+from fineprune.export.onnx import model_card_section as onnx_card_section
 from fineprune.pruning import (
     bake,
     find_pruner,
@@ -371,7 +372,11 @@ def export(
         result["compact"] = {k: v for k, v in removal.items() if k != "layers"}
     if storage is not None:
         result |= {k: v for k, v in storage.items() if k != "file"}
-    return result | (export_onnx(model, out) if onnx else {})
+    if onnx:
+        graphs = export_onnx(model, out)
+        (out / "README.md").write_text(card.rstrip("\n") + "\n\n" + "\n".join(onnx_card_section(graphs)))
+        result |= graphs
+    return result
 
 
 def _export_stock_onnx(folder: Path, out: Path | None, overwrite: bool) -> dict:

@@ -90,6 +90,32 @@ def export_onnx(model: PreTrainedModel, folder: str | Path, quantize: bool = Tru
     return report
 
 
+def model_card_section(report: dict[str, Any]) -> list[str]:
+    """Markdown lines for the model card: the graphs, their sizes, and how to open them as fineprune does."""
+    from fineprune.onnx_inference import SLOW_FUSIONS
+
+    lines = ["## ONNX", "", "| graph | size |", "| --- | --- |"]
+    lines.append(f"| `{ONNX_DIR}/{FP32_GRAPH}` (fp32) | {report['onnx_bytes'] / 1e6:.1f} MB |")
+    if "onnx_quantized_bytes" in report:
+        lines.append(
+            f"| `{ONNX_DIR}/{INT8_GRAPH}` (dynamic int8, per output channel) | "
+            f"{report['onnx_quantized_bytes'] / 1e6:.1f} MB |"
+        )
+    lines += [
+        "",
+        f"The fp32 graph gives the torch model's outputs within {report['onnx_max_abs_error']:.1e}. On CPU, open it "
+        "as fineprune's `eval --onnx` and `bench` do, without the fusions that measured slower there:",
+        "",
+        "```python",
+        "import onnxruntime",
+        f'session = onnxruntime.InferenceSession("{ONNX_DIR}/{INT8_GRAPH}", providers=["CPUExecutionProvider"],',
+        f"                                       disabled_optimizers={list(SLOW_FUSIONS)!r})",
+        "```",
+        "",
+    ]
+    return lines
+
+
 def quantize_graph(fp32: Path, int8: Path) -> Path:
     """Dynamic quantization: int8 weights per output channel, activations quantized on the fly (uint8)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
