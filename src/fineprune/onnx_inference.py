@@ -17,7 +17,7 @@ from fineprune.errors import UsageError
 PAD_LOGIT = -100.0  # what the Trainer pads predictions of shorter batches with; SQuAD decoding ignores it
 # Graph rewrites that make these encoders slower on CPU: ONNX Runtime 1.32's fused SkipLayerNormalization kernel took
 # ~0.3 ms per call at 128 x 384 where Add + LayerNormalization take a tenth of that; without it all-MiniLM-L6-v2 ran
-# 1.12x (fp32) / 1.24x (int8) faster at batch 1, a compact 40% model 1.21x / 1.41x (docs/benchmarks.md).
+# 1.08-1.12x (fp32) / 1.19-1.23x (int8) faster, a compact 40% model 1.19-1.21x / 1.33-1.49x (docs/benchmarks.md).
 SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
