@@ -365,6 +365,9 @@ def export(
     summary_path = run_dir / SUMMARY_FILE
     metrics = json.loads(summary_path.read_text())["metrics"] if summary_path.is_file() else {}
     card = model_card(build_config(read_yaml(config_path), str(config_path)), report, metrics, removal, storage)
+    graphs = export_onnx(model, out) if onnx else {}
+    if graphs:
+        card = card.rstrip("\n") + "\n\n" + "\n".join(onnx_card_section(graphs))
     (out / "README.md").write_text(card)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     result = {"out": str(out), "density": report["density"], "safetensors_bytes": size, "metrics": metrics}
@@ -372,11 +375,7 @@ def export(
         result["compact"] = {k: v for k, v in removal.items() if k != "layers"}
     if storage is not None:
         result |= {k: v for k, v in storage.items() if k != "file"}
-    if onnx:
-        graphs = export_onnx(model, out)
-        (out / "README.md").write_text(card.rstrip("\n") + "\n\n" + "\n".join(onnx_card_section(graphs)))
-        result |= graphs
-    return result
+    return result | graphs
 
 
 def _export_stock_onnx(folder: Path, out: Path | None, overwrite: bool) -> dict:

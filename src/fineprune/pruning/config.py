@@ -178,15 +178,13 @@ class PruningConfig(BaseModel):
     @model_validator(mode="after")
     def _check_scores_update(self) -> PruningConfig:
         rule = self.scores_update
-        if not takes_scores_update(self.method, rule) and self.method not in SCORED_METHODS:
-            raise ValueError(
-                f"scores_update {rule}: method {self.method} has no scores to update (set scores_update to adamw)"
-            )
         if not takes_scores_update(self.method, rule):
-            raise ValueError(
-                f"scores_update platon ranks by Top-v: it needs method movement, not {self.method} "
-                "(set scores_update to adamw)"
+            problem = (
+                f": method {self.method} has no scores to update"
+                if self.method not in SCORED_METHODS
+                else f" ranks by Top-v: it needs method movement, not {self.method}"
             )
+            raise ValueError(f"scores_update {rule}{problem} (set scores_update to adamw)")
         if rule == "platon" and self.scores_init_from_weights:
             raise ValueError("scores_init_from_weights has no effect with scores_update platon (it sets the scores)")
         return self
