@@ -18,9 +18,9 @@ largest |logit - fp32 graph's logit| on the timed input.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,8 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.transformers.optimizer import optimize_model
 
-from fineprune.export.onnx import FP32_GRAPH, INT8_GRAPH, ONNX_DIR
+from fineprune.bench import Variant, time_variants
+from fineprune.export.onnx import FP32_GRAPH, INT8_GRAPH, ONNX_DIR, random_inputs
 from fineprune.onnx_inference import open_session
 
 
@@ -38,26 +39,22 @@ def default_session(graph: Path) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
-def random_feed(session: onnxruntime.InferenceSession, batch: int, seq_len: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    arrays = {
-        "input_ids": rng.integers(1000, 20000, (batch, seq_len)),
-        "attention_mask": np.ones((batch, seq_len), np.int64),
-        "token_type_ids": np.zeros((batch, seq_len), np.int64),
-    }
-    return {i.name: arrays[i.name].astype(np.int64) for i in session.get_inputs()}
+def random_feed(session: onnxruntime.InferenceSession, vocab_size: int, batch: int, seq_len: int, seed: int = 0):
+    """fineprune's random inputs for ``session``'s input names, as numpy."""
+    names = [i.name for i in session.get_inputs()]
+    return {k: v.numpy() for k, v in random_inputs(names, vocab_size, batch, seq_len, seed).items()}
 
 
 class RandomTokens(CalibrationDataReader):
-    def __init__(self, graph: Path, batches: int = 4):
+    def __init__(self, graph: Path, vocab_size: int, batches: int = 4):
         session = default_session(graph)
-        self.feeds = iter([random_feed(session, 4, 128) for _ in range(batches)])
+        self.feeds = iter([random_feed(session, vocab_size, 4, 128, seed) for seed in range(batches)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.feeds, None)
 
 
-def variants(folder: Path, work: Path) -> dict[str, onnxruntime.InferenceSession]:
+def variants(folder: Path, vocab_size: int, work: Path) -> dict[str, onnxruntime.InferenceSession]:
     """Every way of running this folder's graphs, named `<fp32|int8> <how>`."""
     fp32, int8 = folder / ONNX_DIR / FP32_GRAPH, folder / ONNX_DIR / INT8_GRAPH
     optimized, optimized_int8 = work / f"{folder.name}_opt.onnx", work / f"{folder.name}_opt_int8.onnx"
@@ -67,7 +64,7 @@ def variants(folder: Path, work: Path) -> dict[str, onnxruntime.InferenceSession
     quantize_static(
         fp32,
         static,
-        RandomTokens(fp32),
+        RandomTokens(fp32, vocab_size),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         weight_type=QuantType.QInt8,
@@ -84,6 +81,10 @@ def variants(folder: Path, work: Path) -> dict[str, onnxruntime.InferenceSession
     }
 
 
+def session_variant(folder: Path, how: str, session, feeds: dict[int, dict[str, np.ndarray]]) -> Variant:
+    return Variant(folder, how, lambda batch: session.run(None, feeds[batch])[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
@@ -91,24 +92,28 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     with tempfile.TemporaryDirectory() as work:
-        sessions = {(f.name, how): s for f in args.folders for how, s in variants(f, Path(work)).items()}
-        for batch in (int(b) for b in args.batch_sizes.split(",")):
-            feeds = {key: random_feed(s, batch, args.seq_len) for key, s in sessions.items()}
-            reference = {key: s.run(None, feeds[key])[0] for key, s in sessions.items()}  # also the warm-up
-            times: dict[tuple[str, str], list[float]] = {key: [] for key in sessions}
-            for _ in range(args.repeats):
-                for key, session in sessions.items():
-                    start = time.thread_time()
-                    session.run(None, feeds[key])
-                    times[key].append(time.thread_time() - start)
-            base = statistics.median(times[(args.folders[0].name, "fp32 ort default")])
+        timed = []
+        for folder in args.folders:
+            vocab_size = json.loads((folder / "config.json").read_text())["vocab_size"]
+            for how, session in variants(folder, vocab_size, Path(work)).items():
+                feeds = {b: random_feed(session, vocab_size, b, args.seq_len) for b in batch_sizes}
+                timed.append(session_variant(folder, how, session, feeds))
+        times = time_variants(timed, batch_sizes, args.repeats, warmup=1, clock="cpu")
+        for batch, per_variant in zip(batch_sizes, times, strict=True):
+            logits = {(v.folder, v.backend): v.call(batch) for v in timed}
+            base = statistics.median(per_variant[0])
             print(f"\nbatch {batch} x {args.seq_len} tokens, 1 thread, median of {args.repeats}")
             print(f"{'model':12s} {'graph and session':30s} {'ms':>8s} {'speed-up':>9s} {'max |diff|':>11s}")
-            for (name, how), samples in times.items():
-                diff = np.abs(reference[(name, how)] - reference[(name, "fp32 ort default")]).max()
+            for variant, samples in zip(timed, per_variant, strict=True):
+                diff = np.abs(
+                    logits[(variant.folder, variant.backend)] - logits[(variant.folder, "fp32 ort default")]
+                ).max()
                 median = statistics.median(samples)
-                print(f"{name:12s} {how:30s} {1000 * median:8.1f} {base / median:8.2f}x {diff:11.4f}")
+                print(
+                    f"{variant.folder.name:12s} {variant.backend:30s} {1000 * median:8.1f} {base / median:8.2f}x {diff:11.4f}"
+                )
 
 
 if __name__ == "__main__":
