@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from fineprune.bench import Variant, parse_batch_sizes, time_variants
+from fineprune.bench import parse_batch_sizes, time_variants, torch_variant
 from fineprune.export.compact_modeling import COMPACT_KEY, encoder_layers, shrink_model
-from fineprune.export.onnx import input_names, random_inputs
 
 
 def shaped_model(model_dir: Path, heads: int | None, ffn_width: int | None) -> torch.nn.Module:
@@ -41,16 +40,6 @@ def encoder_weights(model: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in encoder_layers(model).modules() if isinstance(m, torch.nn.Linear))
 
 
-def timed_call(model: torch.nn.Module, batch_sizes: list[int], seq_len: int):
-    inputs = {b: random_inputs(input_names(model), model.config.vocab_size, b, seq_len) for b in batch_sizes}
-
-    def call(batch: int):
-        with torch.inference_mode():
-            return model(**inputs[batch])
-
-    return call
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir", type=Path)
@@ -66,8 +55,7 @@ def main() -> None:
     models = [shaped_model(args.model_dir, h, f) for h, f in shapes]
     dense_weights = encoder_weights(models[0])
     variants = [
-        Variant(Path(f"{h}x{f}"), "torch", timed_call(m, batch_sizes, args.seq_len))
-        for (h, f), m in zip(shapes, models, strict=True)
+        torch_variant(m, batch_sizes, args.seq_len, Path(f"{h}x{f}")) for (h, f), m in zip(shapes, models, strict=True)
     ]
     times = time_variants(variants, batch_sizes, args.repeats, warmup=1, clock="cpu")
     medians = [[statistics.median(seconds) for seconds in per_batch] for per_batch in times]

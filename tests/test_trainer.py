@@ -127,3 +127,63 @@ def test_pruning_values_reach_log_history_and_tensorboard(tmp_path):
     scalars = accumulator.Tags()["scalars"]
     assert "train/pruning/density" in scalars
     assert [(e.step, e.value) for e in accumulator.Scalars("train/pruning/density")] == [(1, 1.0), (2, 0.5), (3, 0.5)]
+
+
+def test_each_loss_term_is_logged_beside_the_total(tmp_path):
+    """loss/task, loss/distil and loss/hidden are the unweighted terms, recomputed here by hand in float64 from the
+    same forward passes; loss/penalty is what makes up the rest of the logged total."""
+    config = fp.PruningConfig(
+        method="soft_movement", initial_threshold=0.05, warmup_steps=0, cooldown_steps=1, regularization_lambda=1.0
+    )
+    model = fp.prepare(tiny_classifier(dropout=0.0), config)
+    teacher = tiny_classifier(dropout=0.0)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    twin = copy.deepcopy(model).train()
+    fp.get_pruner(twin).set_step(0, 2)
+    batch = {k: torch.tensor(v) for k, v in pairs()[:].items()}
+    with torch.no_grad():
+        student = twin(**batch, output_hidden_states=True)
+        reference = teacher.eval()(input_ids=batch["input_ids"], output_hidden_states=True)
+    s, t, labels = student.logits.double(), reference.logits.double(), batch["labels"]
+    log_s = s - s.exp().sum(-1, keepdim=True).log()
+    task = -log_s[torch.arange(len(labels)), labels].mean().item()
+    log_ps, log_pt = (
+        (s / 2) - (s / 2).exp().sum(-1, keepdim=True).log(),
+        (t / 2) - (t / 2).exp().sum(-1, keepdim=True).log(),
+    )
+    distil = 4 * (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean().item()
+    hidden = sum(
+        ((a.double() - b.double()) ** 2).mean().item()
+        for a, b in zip(student.hidden_states[1:], reference.hidden_states[1:], strict=True)
+    )
+
+    trainer = PruningTrainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+            max_steps=2,
+            logging_steps=1,
+            per_device_train_batch_size=8,
+        ),
+        train_dataset=pairs(),
+        callbacks=[PruningCallback(fp.get_pruner(model))],
+        teacher=teacher,
+        alpha_ce=0.5,
+        alpha_distil=0.5,
+        temperature=2.0,
+        alpha_hidden=1.0,
+    )
+    trainer.train()
+
+    first = next(e for e in trainer.state.log_history if "loss" in e)
+    assert first["loss/task"] == pytest.approx(task, rel=1e-5)
+    assert first["loss/distil"] == pytest.approx(distil, rel=1e-5)
+    assert first["loss/hidden"] == pytest.approx(hidden, rel=1e-5)
+    assert first["loss/penalty"] > 0
+    total = 0.5 * task + 0.5 * distil + hidden + first["loss/penalty"]
+    assert first["loss"] == pytest.approx(total, rel=1e-4)

@@ -62,13 +62,23 @@ def load_variants(folders: list[Path], batch_sizes: list[int], seq_len: int, thr
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and seq_len > limit:
             raise UsageError(f"--seq-len: {seq_len} is more than {folder} takes ({limit} positions)")
-        inputs = {b: random_inputs(input_names(model), model.config.vocab_size, b, seq_len) for b in batch_sizes}
+        inputs = model_inputs(model, batch_sizes, seq_len)
         variants.append(Variant(folder, "torch", _torch_call(model, inputs)))
         for backend, name in GRAPHS.items():
             if (graph := folder / ONNX_DIR / name).is_file():
                 session = open_session(graph, threads)
                 variants.append(Variant(folder, backend, _graph_call(session, inputs)))
     return variants
+
+
+def model_inputs(model: torch.nn.Module, batch_sizes: list[int], seq_len: int) -> dict[int, dict[str, torch.Tensor]]:
+    """Random token ids (and masks) of the inputs ``model`` takes, one batch per size, built once before timing."""
+    return {b: random_inputs(input_names(model), model.config.vocab_size, b, seq_len) for b in batch_sizes}
+
+
+def torch_variant(model: torch.nn.Module, batch_sizes: list[int], seq_len: int, name: Path = Path(".")) -> Variant:
+    """``model`` in torch fp32 under inference mode, on its own random inputs."""
+    return Variant(name, "torch", _torch_call(model.eval(), model_inputs(model, batch_sizes, seq_len)))
 
 
 def _torch_call(model: torch.nn.Module, inputs: dict[int, dict[str, torch.Tensor]]) -> Callable[[int], Any]:
@@ -124,10 +134,7 @@ def torch_speedup(reference: torch.nn.Module, model: torch.nn.Module, seq_len: i
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        variants = []
-        for module in (reference, model):
-            inputs = {1: random_inputs(input_names(module), module.config.vocab_size, 1, seq_len)}
-            variants.append(Variant(Path("."), "torch", _torch_call(module.eval(), inputs)))
+        variants = [torch_variant(module, [1], seq_len) for module in (reference, model)]
         reference_times, model_times = time_variants(variants, [1], repeats, 2, "cpu")[0]
     finally:
         torch.set_num_threads(threads)

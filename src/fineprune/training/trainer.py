@@ -44,13 +44,32 @@ class PruningTrainer(Trainer):
         self.hidden_pairs = (
             hidden_layer_pairs(self.model.config, teacher.config, hidden_layers) if self.alpha_hidden > 0 else []
         )
+        self._loss_terms: dict[str, list[torch.Tensor]] = {}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Training logs get the pruner's state (``pruning/density``, ...) before the Trainer records them, so that
         ``state.log_history`` and every ``report_to`` integration see them (callbacks' ``on_log`` runs too late)."""
         if self.pruner is not None and "loss" in logs:
             logs.update({f"pruning/{k}": v for k, v in self.pruner.log_values().items()})
+        if "loss" in logs:
+            logs.update(self._pop_loss_terms())
         super().log(logs, start_time)
+
+    def _record(self, name: str, value: torch.Tensor) -> None:
+        """Keep one term of a training micro-batch's loss for the next log (detached: no device sync per step)."""
+        self._loss_terms.setdefault(name, []).append(value.detach().float())
+
+    def _pop_loss_terms(self) -> dict[str, float]:
+        """The mean of each loss term over the micro-batches since the last log (and over processes), as
+        ``loss/task``, ``loss/distil``, ``loss/hidden`` (before their alphas) and ``loss/penalty`` (the pruner's term
+        as added, lambda * R): the logged total alone hides which term moves (a steered penalty can be 30 times
+        the task loss)."""
+        terms = {
+            f"loss/{name}": self.accelerator.gather(torch.stack(values).mean()[None]).mean().item()
+            for name, values in self._loss_terms.items()
+        }
+        self._loss_terms = {}
+        return terms
 
     def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
         """Evaluation keeps the dataset's order: transformers applies ``group_by_length`` to evaluation too, which
@@ -112,19 +131,24 @@ class PruningTrainer(Trainer):
         ask = {"output_hidden_states": True} if hidden else {}
         outputs = model(**inputs, **ask)
         loss = outputs.loss
+        if model.training:
+            self._record("task", loss)
         if self.teacher is not None and model.training:
             features = {k: v for k, v in inputs.items() if k not in _LABEL_KEYS}
             with torch.no_grad():
                 teacher_outputs = self.teacher(**features, **ask)
             kd = distillation_loss(outputs, teacher_outputs, self.temperature)
+            self._record("distil", kd)
             loss = self.alpha_ce * loss + self.alpha_distil * kd
             if hidden:
                 states = (outputs.hidden_states, teacher_outputs.hidden_states)
                 mse = hidden_state_loss(*states, self.hidden_pairs, inputs.get("attention_mask"))
+                self._record("hidden", mse)
                 loss = loss + self.alpha_hidden * mse
         if self.pruner is not None and model.training:
             penalty = self.pruner.regularizer()
             if penalty is not None:
+                self._record("penalty", penalty)
                 loss = loss + penalty
         return (loss, outputs) if return_outputs else loss
 
