@@ -189,21 +189,22 @@ def test_parse_lists():
 
 
 @pytest.mark.parametrize(
-    ("update", "method", "kept"),
+    ("update", "method", "kept", "from_weights"),
     [
-        ("platon", "movement", "platon"),
-        ("platon", "magnitude", "adamw"),
-        ("platon", "soft_movement", "adamw"),
-        ("platon", "l0", "adamw"),
-        ("sgd", "l0", "sgd"),
-        ("sgd", "magnitude", "adamw"),
-        ("adamw", "soft_movement", "adamw"),
+        ("platon", "movement", "platon", False),
+        ("platon", "magnitude", "adamw", False),
+        ("platon", "soft_movement", "adamw", True),
+        ("platon", "l0", "adamw", True),
+        ("sgd", "l0", "sgd", False),
+        ("sgd", "magnitude", "adamw", False),
+        ("adamw", "soft_movement", "adamw", False),
     ],
 )
-def test_a_cell_drops_a_scores_update_its_method_cannot_take(update, method, kept):
+def test_a_cell_drops_a_scores_update_its_method_cannot_take(update, method, kept, from_weights):
     base = {"method": "movement", "scope": "local", "final_density": 0.1, "scores_update": update}
     cell = pruning_for(base, method, 0.03)
-    assert cell == {"method": method, "scope": "local", "final_density": 0.03, "scores_update": kept}
+    expected = {"method": method, "scope": "local", "final_density": 0.03, "scores_update": kept}
+    assert cell == expected | ({"scores_init_from_weights": True} if from_weights else {})
     PruningConfig(**cell)  # every cell of a base config that ships PLATON is a valid config
 
 
