@@ -32,13 +32,15 @@ def pairs(count: int = 8) -> Dataset:
     return Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
 
 
-def pruning_trainer(model, tmp_path, **args) -> PruningTrainer:
+def pruning_trainer(model, tmp_path, teacher_args: dict | None = None, **args) -> PruningTrainer:
+    """A PruningTrainer on ``pairs()``; ``args`` go to TrainingArguments, ``teacher_args`` (teacher, alphas) to it."""
     defaults = {"output_dir": str(tmp_path), "report_to": [], "use_cpu": True, "save_strategy": "no"}
     return PruningTrainer(
         model=model,
         args=TrainingArguments(**(defaults | args)),
         train_dataset=pairs(),
         callbacks=[PruningCallback(fp.get_pruner(model))],
+        **(teacher_args or {}),
     )
 
 
@@ -154,29 +156,12 @@ def test_each_loss_term_is_logged_beside_the_total(tmp_path):
         (t / 2) - (t / 2).exp().sum(-1, keepdim=True).log(),
     )
     distil = 4 * (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean().item()
-    hidden = sum(
-        ((a.double() - b.double()) ** 2).mean().item()
-        for a, b in zip(student.hidden_states[1:], reference.hidden_states[1:], strict=True)
-    )
+    layers = list(zip(student.hidden_states[1:], reference.hidden_states[1:], strict=True))
+    hidden = sum(((a.double() - b.double()) ** 2).mean().item() for a, b in layers) / len(layers)
 
-    trainer = PruningTrainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=str(tmp_path),
-            report_to=[],
-            use_cpu=True,
-            save_strategy="no",
-            max_steps=2,
-            logging_steps=1,
-            per_device_train_batch_size=8,
-        ),
-        train_dataset=pairs(),
-        callbacks=[PruningCallback(fp.get_pruner(model))],
-        teacher=teacher,
-        alpha_ce=0.5,
-        alpha_distil=0.5,
-        temperature=2.0,
-        alpha_hidden=1.0,
+    teacher_args = {"teacher": teacher, "alpha_ce": 0.5, "alpha_distil": 0.5, "temperature": 2.0, "alpha_hidden": 1.0}
+    trainer = pruning_trainer(
+        model, tmp_path, teacher_args, max_steps=2, logging_steps=1, per_device_train_batch_size=8
     )
     trainer.train()
 
