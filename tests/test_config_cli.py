@@ -104,6 +104,33 @@ def test_set_values_are_typed_by_yaml():
         parse_overrides(["task.max_train_samples"])
 
 
+def test_exponents_without_a_dot_are_numbers_in_files_and_overrides(base):
+    """YAML 1.1 reads 2e-4 as the string "2e-4"; TrainingArguments took it and AdamW failed with a TypeError."""
+    path = base(BASE.replace("  num_train_epochs: 1", "  num_train_epochs: 1\n  learning_rate: 2e-4"))
+    assert load_config(path).training["learning_rate"] == 2e-4
+    config = load_config(
+        path, ["training.learning_rate=3E-5", "pruning.final_density=5e-2", "training.weight_decay=-1e1"]
+    )
+    assert config.training["learning_rate"] == 3e-5 and config.pruning.final_density == 0.05
+    assert config.training["weight_decay"] == -10.0 and isinstance(config.training["weight_decay"], float)
+    assert parse_overrides(["training.run_name=e5", "training.hub_model_id=2e"])["training"] == {
+        "run_name": "e5",
+        "hub_model_id": "2e",
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("training.learning_rate=fast", "training.learning_rate: expected a number, got 'fast'"),
+        ("training.seed=1.5", "training.seed: expected an integer, got 1.5"),
+        ("training.num_train_epochs=true", "training.num_train_epochs: expected a number, got True"),
+    ],
+)
+def test_numeric_training_arguments_refuse_other_values(base, override, expected):
+    assert expected in fail(["train", "--config", base(), "--set", override])
+
+
 def test_a_section_set_to_null_then_given_keys_starts_afresh(base):
     path = base(BASE + "distillation:\n  teacher: runs/a\n  alpha_ce: 0.9\n  temperature: 3.0\n")
     merged = load_config(path, ["distillation.teacher=runs/b"]).distillation

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,6 +89,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
+_NUMBER_TYPES = {float: (int, float), int: (int,)}
+_TRAINING_TYPES = {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init and f.type in _NUMBER_TYPES}
+
+
 class RunConfig(_Section):
     """A whole run: which model, which task, how to prune, whom to learn from, and the TrainingArguments."""
 
@@ -104,6 +109,11 @@ class RunConfig(_Section):
         for key in self.training:
             if key not in _TRAINING_FIELDS:
                 raise ValueError(f"training.{key}: not a TrainingArguments field{_did_you_mean(key, _TRAINING_FIELDS)}")
+            kind, value = _TRAINING_TYPES.get(key), self.training[key]
+            if kind and (isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES[kind])):
+                raise ValueError(
+                    f"training.{key}: expected {'a number' if kind is float else 'an integer'}, got {value!r}"
+                )
         return self
 
     def training_arguments(self, **overrides: Any) -> TrainingArguments:
@@ -149,6 +159,20 @@ def _explain(error: ValidationError) -> str:
     return f"{key}: {message} (got {first['input']!r})"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people write hyper-parameters: 2e-5 is a number (YAML 1.1 wants 2.0e-5 and reads "2e-5" as text,
+    which TrainingArguments takes and the optimizer later rejects)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+
+
 # YAML 1.1 reads these as booleans; on the command line they are words (save_strategy=no).
 _YAML11_WORDS = {"no", "yes", "on", "off", "y", "n"}
 
@@ -167,7 +191,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UsageError(f"--set {pair!r}: expected KEY=VALUE, e.g. task.max_train_samples=200")
         try:
-            value = raw if raw.strip().lower() in _YAML11_WORDS else yaml.safe_load(raw)
+            value = raw if raw.strip().lower() in _YAML11_WORDS else _load_yaml(raw)
         except yaml.YAMLError:
             value = raw
         node = tree
@@ -197,7 +221,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
