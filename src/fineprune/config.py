@@ -170,7 +170,7 @@ _Loader.add_implicit_resolver(
 
 
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
 
 
 # YAML 1.1 reads these as booleans; on the command line they are words (save_strategy=no).
