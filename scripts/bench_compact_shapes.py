@@ -20,7 +20,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from fineprune.bench import parse_batch_sizes, time_variants, torch_variant
-from fineprune.export.compact_modeling import COMPACT_KEY, encoder_layers, shrink_model
+from fineprune.export.compact_modeling import shrink_model
+from fineprune.layouts import COMPACT_KEY, encoder_layers
 
 
 def shaped_model(model_dir: Path, heads: int | None, ffn_width: int | None) -> torch.nn.Module:

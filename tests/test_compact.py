@@ -19,8 +19,8 @@ from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mn
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForQuestionAnswering
 
 import fineprune as fp
+from fineprune import layouts
 from fineprune.errors import UsageError
-from fineprune.export import compact_modeling
 from fineprune.export.compact import MODELING_FILE, compact, compact_plan, save_compact
 
 METHODS = ["magnitude", "movement", "soft_movement", "l0"]
@@ -78,13 +78,13 @@ def test_compact_model_equals_the_masked_model(arch, method, batch):
     smaller = compact(baked)
     assert (logits_of(smaller, batch) - masked).abs().max() <= TOLERANCE
     assert [len(layer["heads"]) for layer in expected_plan] != [HEADS, HEADS]  # something was removed
-    layers = compact_modeling.encoder_layers(smaller)
+    layers = layouts.encoder_layers(smaller)
     for block, layer in zip(layers, expected_plan, strict=True):
-        q, _, _, o, f_in, f_out = (block.get_submodule(p) for p in compact_modeling.block_linears(block))
+        q, _, _, o, f_in, f_out = (block.get_submodule(p) for p in layouts.block_linears(block))
         assert q.weight.shape == (len(layer["heads"]) * HEAD_DIM, 32) and o.weight.shape == (32, q.out_features)
         assert f_in.out_features == f_out.in_features == len(layer["neurons"])
-        attention = compact_modeling.attention_module(block, compact_modeling.block_linears(block))
-        counts = [getattr(attention, a) for a in compact_modeling.HEAD_COUNT_ATTRIBUTES if hasattr(attention, a)]
+        attention = layouts.attention_module(block, layouts.block_linears(block))
+        counts = [getattr(attention, a) for a in layouts.HEAD_COUNT_ATTRIBUTES if hasattr(attention, a)]
         assert counts == [len(layer["heads"])]
     assert sum(p.numel() for p in smaller.parameters()) < sum(p.numel() for p in baked.parameters())
 
@@ -94,8 +94,8 @@ def zero_groups(
 ):
     """Set to zero, in one layer, the weights of heads (neurons) in all their matrices, or in some only: Q, K and V
     (FFN-in), or the attention output (FFN-out)."""
-    block = compact_modeling.encoder_layers(model)[layer]
-    q, k, v, o, f_in, f_out = (block.get_submodule(p).weight for p in compact_modeling.block_linears(block))
+    block = layouts.encoder_layers(model)[layer]
+    q, k, v, o, f_in, f_out = (block.get_submodule(p).weight for p in layouts.block_linears(block))
     with torch.no_grad():
         for h in (*heads, *heads_in_qkv):
             for matrix in (q, k, v):

@@ -7,15 +7,14 @@ removed. A layer whose heads (neurons) are all empty keeps its first one, all ze
 in the stock code.
 
 The folder holds the stock weights of the smaller shapes, a ``config.json`` with the per-layer head indices and FFN
-widths (``fineprune_compact``) and an ``auto_map``, and ``modeling_fineprune_compact.py``, a copy of
-:mod:`fineprune.export.compact_modeling`: ``AutoModelFor*.from_pretrained(DIR, trust_remote_code=True)`` loads it
+widths (``fineprune_compact``) and an ``auto_map``, and ``modeling_fineprune_compact.py``
+(:mod:`fineprune.export.modeling_file`): ``AutoModelFor*.from_pretrained(DIR, trust_remote_code=True)`` loads it
 without fineprune.
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,10 +24,9 @@ from transformers import PreTrainedModel
 
 from fineprune.errors import UsageError
 from fineprune.export import compact_modeling
-from fineprune.export.compact_modeling import COMPACT_KEY, block_linears, config_heads, encoder_layers
+from fineprune.export.modeling_file import MODELING_FILE, write_modeling_file
+from fineprune.layouts import COMPACT_KEY, block_linears, config_heads, encoder_layers
 from fineprune.pruning.attach import find_pruner
-
-MODELING_FILE = "modeling_fineprune_compact.py"
 
 
 def is_compact_folder(path: str | Path) -> bool:
@@ -153,7 +151,7 @@ def summary(model: PreTrainedModel, compacted: PreTrainedModel) -> dict:
 def save_compact(compacted: PreTrainedModel, out: Path) -> None:
     """Write a compact model and its modeling file to ``out``: a folder that loads without fineprune."""
     compacted.save_pretrained(out)
-    shutil.copy(compact_modeling.__file__, Path(out) / MODELING_FILE)
+    write_modeling_file(out)
 
 
 def model_card_section(report: dict) -> list[str]:

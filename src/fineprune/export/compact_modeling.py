@@ -1,86 +1,36 @@
 """A compact fine-pruned encoder: a stock transformers model whose layers keep only some attention heads and FFN
 neurons, each layer its own number.
 
-fineprune's compact export copies this file into the model folder, so it imports only torch and transformers: the
-folder loads on a machine without fineprune, with ``AutoModelFor*.from_pretrained(DIR, trust_remote_code=True)``.
-Nothing here is written for one architecture. The model is built by the stock class, then, in every encoder layer,
-the six Linear layers (found by type, order and shape, not by name) get their compact shapes from ``config.json``
-and the attention module its head count; the weights are loaded afterwards as usual.
+Every compact folder carries this module as ``modeling_fineprune_compact.py``, with :mod:`fineprune.layouts`
+written in place of its import (:mod:`fineprune.export.modeling_file`), so the folder needs only torch and
+transformers: it loads on a machine without fineprune, with ``AutoModelFor*.from_pretrained(DIR,
+trust_remote_code=True)``. Nothing here is written for one architecture. The model is built by the stock class, then,
+in every encoder layer, the six Linear layers (found by type, order and shape, not by name) get their compact shapes
+from ``config.json`` and the attention module its head count; the weights are loaded afterwards as usual.
 
 ``config.json`` holds ``fineprune_compact``: one entry per encoder layer, ``{"heads": [original indices of the
 heads kept], "ffn_width": neurons kept}``, and ``auto_map`` names ``Compact<StockClass>`` (for example
 ``CompactBertForSequenceClassification``), a subclass of the stock class that this module makes on first use.
-The fine-pruning engine uses :func:`block_linears` too, so both read an encoder block the same way.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import NamedTuple
 
 import torch
 import transformers
 from torch import nn
 
-COMPACT_KEY = "fineprune_compact"
+from fineprune.layouts import (
+    COMPACT_KEY,
+    HEAD_COUNT_ATTRIBUTES,
+    attention_module,
+    block_linears,
+    config_heads,
+    encoder_layers,
+)
+
 CLASS_PREFIX = "Compact"
-HEAD_COUNT_ATTRIBUTES = ("num_attention_heads", "n_heads", "num_heads")
-
-
-class BlockLinears(NamedTuple):
-    """The six Linear layers of one transformer block, as paths relative to the block, in the order the block
-    registers them: query, key, value (hidden -> heads * head_dim), attention output (back to hidden), FFN in
-    (hidden -> width) and FFN out (width -> hidden)."""
-
-    query: str
-    key: str
-    value: str
-    attention_output: str
-    ffn_in: str
-    ffn_out: str
-
-
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The encoder's stack of blocks: the largest ``nn.ModuleList`` (by parameter count) of the base model."""
-    base = getattr(model, "base_model", model)
-    stacks = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    if not stacks:
-        raise ValueError(f"{type(model).__name__} has no stack of layers (nn.ModuleList)")
-    return max(stacks, key=lambda m: sum(p.numel() for p in m.parameters()))
-
-
-def block_linears(block: nn.Module) -> BlockLinears | None:
-    """The block's six Linear layers, or None when the block is not an encoder block of that shape.
-
-    Query, key and value share their shape; their order does not matter to what a head is (its rows in all three).
-    """
-    named = [(name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear)]
-    if len(named) != 6:
-        return None
-    (_, q), (_, k), (_, v), (_, o), (_, f_in), (_, f_out) = named
-    hidden, heads_width, width = q.in_features, q.out_features, f_in.out_features
-    shapes_fit = (
-        all((m.in_features, m.out_features) == (hidden, heads_width) for m in (k, v))
-        and (o.in_features, o.out_features) == (heads_width, hidden)
-        and f_in.in_features == hidden
-        and (f_out.in_features, f_out.out_features) == (width, hidden)
-    )
-    return BlockLinears(*(name for name, _ in named)) if shapes_fit else None
-
-
-def attention_module(block: nn.Module, linears: BlockLinears) -> nn.Module:
-    """The module that owns query, key and value: the one that reads the head count in its forward."""
-    parent, _, _ = linears.query.rpartition(".")
-    return block.get_submodule(parent)
-
-
-def config_heads(config) -> int:
-    """The stock number of attention heads per layer (``num_attention_heads``; ``n_heads`` in DistilBERT)."""
-    for name in HEAD_COUNT_ATTRIBUTES:
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    raise ValueError(f"{type(config).__name__} names no number of attention heads")
 
 
 def _replace(block: nn.Module, path: str, in_features: int, out_features: int) -> None:

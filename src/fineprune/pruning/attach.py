@@ -13,8 +13,8 @@ import re
 from torch import nn
 from torch.nn.utils import parametrize
 
+from fineprune import layouts
 from fineprune.errors import UsageError
-from fineprune.export import compact_modeling
 from fineprune.pruning.config import PruningConfig
 from fineprune.pruning.groups import group_parametrizations
 from fineprune.pruning.methods import get_method
@@ -27,7 +27,7 @@ CONFIG_ATTRIBUTE = "fineprune"
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The encoder's stack of transformer blocks: the largest ``nn.ModuleList`` (by parameter count) in the model."""
     try:
-        return compact_modeling.encoder_layers(model)
+        return layouts.encoder_layers(model)
     except ValueError as error:
         raise UsageError(f"{error} to prune") from None
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from fineprune.errors import UsageError
-from fineprune.export.compact_modeling import COMPACT_KEY, block_linears, config_heads, encoder_layers
+from fineprune.layouts import COMPACT_KEY, block_linears, config_heads, encoder_layers
 from fineprune.pruning.config import PruningConfig
 from fineprune.pruning.pruner import MaskedWeight, standardised
 
