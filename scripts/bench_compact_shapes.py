@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from fineprune.bench import parse_batch_sizes, time_variants, torch_variant
+from fineprune.bench import parse_batch_sizes
 from fineprune.export.compact_modeling import shrink_model
 from fineprune.layouts import COMPACT_KEY, encoder_layers
+from fineprune.timing import time_variants, torch_variant
 
 
 def shaped_model(model_dir: Path, heads: int | None, ffn_width: int | None) -> torch.nn.Module:

@@ -28,9 +28,10 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.transformers.optimizer import optimize_model
 
-from fineprune.bench import Variant, time_variants
-from fineprune.export.onnx import FP32_GRAPH, INT8_GRAPH, ONNX_DIR, random_inputs
+from fineprune.export.onnx import FP32_GRAPH, INT8_GRAPH, ONNX_DIR
+from fineprune.inputs import random_inputs
 from fineprune.onnx_inference import open_session
+from fineprune.timing import Variant, time_variants
 
 
 def default_session(graph: Path) -> onnxruntime.InferenceSession:

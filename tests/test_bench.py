@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 import fineprune as fp
 from fineprune import bench as bench_module
-from fineprune.bench import Variant, bench, parse_batch_sizes
+from fineprune import timing
+from fineprune.bench import bench, parse_batch_sizes
 from fineprune.cli import app
 from fineprune.export.onnx import export_onnx
+from fineprune.timing import Variant
 
 runner = CliRunner()
 
@@ -33,7 +35,7 @@ def test_variants_take_turns_and_medians_skip_the_warm_up(monkeypatch):
         return Variant(Path(name), "torch", call)
 
     monkeypatch.setattr(bench_module, "load_variants", lambda *args: [variant("a"), variant("b")])
-    monkeypatch.setitem(bench_module.CLOCKS, "wall", lambda: clock[0])
+    monkeypatch.setitem(timing.CLOCKS, "wall", lambda: clock[0])
     progress = []
     rows = bench([Path("a"), Path("b")], [1, 8], repeats=5, warmup=2, threads=1, progress=lambda *a: progress.append(a))
 

@@ -245,7 +245,7 @@ def test_torch_speedup_is_the_ratio_of_median_cpu_times():
     about as fast (noise of a shared machine allowed)."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from fineprune.bench import torch_speedup
+    from fineprune.timing import torch_speedup
 
     torch.manual_seed(0)
     small = BertForSequenceClassification(

@@ -16,7 +16,6 @@ import torch
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedModel
 
-from fineprune.bench import torch_speedup
 from fineprune.config import RunConfig, build_config, dump_config, load_config, read_yaml, with_absolute_paths
 from fineprune.errors import UsageError
 from fineprune.export.compact import compact as compact_model
@@ -33,6 +32,7 @@ from fineprune.export.compressed import (
 )
 from fineprune.export.onnx import GRAPHS, ONNX_DIR, export_onnx
 from fineprune.export.onnx import model_card_section as onnx_card_section
+from fineprune.loading import MODEL_FILES, has_model, load_stock_model
 from fineprune.pruning import (
     bake,
     find_pruner,
@@ -42,7 +42,8 @@ from fineprune.pruning import (
     sparsity,
     weight_density,
 )
-from fineprune.tasks import HEAD_TASKS, Task, TaskData, get_task
+from fineprune.tasks import Task, TaskData, get_task
+from fineprune.timing import torch_speedup
 from fineprune.training.callbacks import PruningCallback
 from fineprune.training.distill import hidden_layer_pairs
 from fineprune.training.trainer import PruningTrainer
@@ -50,12 +51,6 @@ from fineprune.training.trainer import PruningTrainer
 CONFIG_FILE = "fineprune_config.yaml"
 SUMMARY_FILE = "summary.json"
 EVAL_FILE = "eval_results.json"
-MODEL_FILES = ("model.safetensors", "model.safetensors.index.json")
-
-
-# -- loading ---------------------------------------------------------------------------------------------------------
-def has_model(path: Path) -> bool:
-    return any((path / name).is_file() for name in MODEL_FILES)
 
 
 def load_model(path: str | Path, task: Task, where: str) -> PreTrainedModel:
@@ -75,21 +70,6 @@ def load_model(path: str | Path, task: Task, where: str) -> PreTrainedModel:
             raise UsageError(f"{where} {path}: cannot load a model: {str(error).splitlines()[0]}") from None
     task.check_model(model, f"{where} {path}")
     return model
-
-
-def load_stock_model(path: Path) -> PreTrainedModel:
-    """A model folder as saved, head included, through the Auto class of its architecture's head
-    (trust_remote_code: a compact export carries its own modeling code)."""
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True)
-        architecture = (config.architectures or [""])[0]
-        auto_class = next((t.auto_class for t in HEAD_TASKS if architecture.endswith(t.head_suffix)), None)
-        model = auto_class.from_pretrained(str(path), trust_remote_code=True) if auto_class else None
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{path}: cannot load a model: {str(error).splitlines()[0]}") from None
-    if model is None:
-        raise UsageError(f"{path}: {architecture or 'the model'} is not a classification or question-answering model")
-    return model.eval()
 
 
 def freeze_embeddings(model: PreTrainedModel) -> None:

@@ -19,9 +19,10 @@ import transformers
 
 from fineprune.config import DistillationSection, RunConfig, build_config, load_config, read_yaml
 from fineprune.errors import UsageError
+from fineprune.loading import has_model
 from fineprune.pruning.config import SCORED_METHODS, takes_scores_update
 from fineprune.report import MAIN_METRIC, percent
-from fineprune.run import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, train
+from fineprune.run import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, train
 
 SWEEP_METHODS = ("magnitude", "movement", "soft_movement", "l0")
 DENSE = "dense"

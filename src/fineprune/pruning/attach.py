@@ -1,6 +1,6 @@
 """Attach pruning to any Hugging Face encoder without touching its modeling code, and find it again.
 
-Every selected ``nn.Linear`` gets a :class:`~fineprune.pruning.pruner.MaskedWeight` parametrization of its
+Every selected ``nn.Linear`` gets a :class:`~fineprune.pruning.masked.MaskedWeight` parametrization of its
 ``weight`` (``torch.nn.utils.parametrize``); one :class:`~fineprune.pruning.pruner.Pruner` submodule, named
 ``fineprune_pruner`` on the model, holds the shared state. The pruning config is also written into
 ``model.config.fineprune`` so that a saved folder says how to rebuild the pruned model.
@@ -17,8 +17,9 @@ from fineprune import layouts
 from fineprune.errors import UsageError
 from fineprune.pruning.config import PruningConfig
 from fineprune.pruning.groups import group_parametrizations
+from fineprune.pruning.masked import MaskedWeight
 from fineprune.pruning.methods import get_method
-from fineprune.pruning.pruner import MaskedWeight, Pruner
+from fineprune.pruning.pruner import Pruner
 
 PRUNER_ATTRIBUTE = "fineprune_pruner"
 CONFIG_ATTRIBUTE = "fineprune"

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from fineprune.errors import UsageError
 from fineprune.layouts import COMPACT_KEY, block_linears, config_heads, encoder_layers
 from fineprune.pruning.config import PruningConfig
-from fineprune.pruning.pruner import MaskedWeight, standardised
+from fineprune.pruning.masked import MaskedWeight, standardised
 
 HEADS = "heads"
 NEURONS = "neurons"

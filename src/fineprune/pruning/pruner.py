@@ -1,7 +1,7 @@
 """The Pruner: the state of one pruned model (schedule clock, steering) and the masks it implies.
 
 It is a submodule of the model, so its clock and the steered L0 run's Lagrange multipliers travel in every
-``state_dict``, checkpoint and ``save_pretrained`` folder. Each pruned ``nn.Linear`` gets a :class:`MaskedWeight`
+``state_dict``, checkpoint and ``save_pretrained`` folder. Each pruned ``nn.Linear`` gets a :class:`~fineprune.pruning.masked.MaskedWeight`
 parametrization of its ``weight`` that asks the pruner for its mask. The deterministic masks are cached until an
 optimizer step (any ``torch.optim.Optimizer`` in the process, counted by a global step hook), an in-place edit of a
 score (or of a weight, for magnitude), a move of the clock, or :meth:`Pruner.invalidate`; so gradient-accumulation
@@ -11,20 +11,16 @@ values without bumping the tensors' version counter.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from fineprune.pruning.config import PruningConfig
-from fineprune.pruning.masks import StraightThroughMask, expand_mask, group_scores
+from fineprune.pruning.groups import GroupLayout
+from fineprune.pruning.masked import MaskedWeight
+from fineprune.pruning.masks import expand_mask
 from fineprune.pruning.methods import Selection, get_method
 from fineprune.pruning.schedule import cubic_schedule, resolve_steps, validate_schedule
-from fineprune.pruning.score_updates import rule_state
-
-if TYPE_CHECKING:
-    from fineprune.pruning.groups import GroupLayout
 
 _optimizer_steps = 0  # optimizer steps taken in this process, by any optimizer: part of every mask cache key
 
@@ -35,54 +31,6 @@ def _count_optimizer_step(optimizer, args, kwargs) -> None:
 
 
 register_optimizer_step_post_hook(_count_optimizer_step)
-
-
-def initial_scores(weight: Tensor, config: PruningConfig) -> Tensor:
-    """One score per block: the constant ``initial_score``, plus, with ``scores_init_from_weights``, the block's
-    mean |W| standardised over the matrix (times ``scores_init_scale``), so that Top-v starts from magnitude's mask."""
-    rows, cols = weight.shape
-    br, bc = config.block_shape
-    init = torch.full((rows // br, cols // bc), config.initial_score, dtype=weight.dtype, device=weight.device)
-    if config.scores_init_from_weights:
-        magnitude = group_scores(weight.detach().double(), config.block_shape)
-        init += (config.scores_init_scale * standardised(magnitude)).to(weight.dtype)
-    return init
-
-
-def standardised(values: Tensor) -> Tensor:
-    """``(values - mean) / std`` over all entries; zeros when they are all equal."""
-    spread = values.std() if values.numel() > 1 else values.new_tensor(0.0)
-    return (values - values.mean()) / spread if spread > 0 else torch.zeros_like(values)
-
-
-class MaskedWeight(nn.Module):
-    """Parametrization ``weight -> weight * mask``; holds this matrix's scores (None for magnitude pruning)."""
-
-    def __init__(self, weight: Tensor, config: PruningConfig, uses_scores: bool):
-        super().__init__()
-        self.block_shape = tuple(config.block_shape)
-        self.scores = None
-        if uses_scores:
-            self.hold_scores(initial_scores(weight, config), config)
-        self.index = -1
-        self.__dict__["pruner"] = None  # set by the Pruner; kept out of the module tree
-
-    def hold_scores(self, scores: Tensor, config: PruningConfig) -> None:
-        """Make ``scores`` this parametrization's learned scores, with the score rule's state."""
-        self.scores = nn.Parameter(scores)
-        for name, tensor in rule_state(config, self.scores.detach()).items():
-            self.register_buffer(name, tensor)  # a score rule's state (platon), saved with the model
-
-    def forward(self, weight: Tensor) -> Tensor:
-        mask = self.pruner.mask(self.index, self.training)
-        if self.scores is None or mask.requires_grad:
-            return weight * mask
-        return StraightThroughMask.apply(weight, self.scores, mask, self.block_shape)
-
-    def weight_scores(self) -> Tensor:
-        """The scores, one per weight (a block's score repeated over its weights), detached."""
-        rows, cols = self.block_shape
-        return self.scores.detach().repeat_interleave(rows, 0).repeat_interleave(cols, 1)
 
 
 class Pruner(nn.Module):

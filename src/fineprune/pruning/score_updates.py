@@ -20,15 +20,11 @@ that also holds the scores (for its learning-rate schedule, gradient unscaling a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fineprune.pruning.config import PruningConfig
-
-if TYPE_CHECKING:
-    from fineprune.pruning.pruner import MaskedWeight
 
 PLATON_AVERAGE = "importance_average"
 PLATON_UNCERTAINTY = "importance_uncertainty"
@@ -59,9 +55,10 @@ def platon_step(scores: Tensor, grad: Tensor, average: Tensor, uncertainty: Tens
 
 
 @torch.no_grad()
-def update_scores(parametrizations: Iterable[MaskedWeight], config: PruningConfig, lr: float) -> None:
+def update_scores(parametrizations: Iterable[nn.Module], config: PruningConfig, lr: float) -> None:
     """Apply ``config.scores_update`` to every matrix's scores from its gradient (``lr``: the scores' learning rate
-    now, unused by platon), then set the gradients to None. Scores without a gradient are left alone."""
+    now, unused by platon), then set the gradients to None. Each parametrization holds ``scores`` (None for none)
+    and the buffers of :func:`rule_state`; scores without a gradient are left alone."""
     if config.scores_update == "adamw":
         raise ValueError("scores_update adamw is the optimizer's own step: there is no rule to apply")
     for masked in parametrizations:

@@ -1,0 +1,35 @@
+"""Loading model folders: which files make a model, and a folder's model as saved, head included.
+
+Below the jobs that read folders (run, export, bench), so that none of them reaches into another for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import transformers
+from transformers import PreTrainedModel
+
+from fineprune.errors import UsageError
+from fineprune.tasks import HEAD_TASKS
+
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+def has_model(path: Path) -> bool:
+    return any((path / name).is_file() for name in MODEL_FILES)
+
+
+def load_stock_model(path: Path) -> PreTrainedModel:
+    """A model folder as saved, head included, through the Auto class of its architecture's head
+    (trust_remote_code: a compact export carries its own modeling code)."""
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True)
+        architecture = (config.architectures or [""])[0]
+        auto_class = next((t.auto_class for t in HEAD_TASKS if architecture.endswith(t.head_suffix)), None)
+        model = auto_class.from_pretrained(str(path), trust_remote_code=True) if auto_class else None
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path}: cannot load a model: {str(error).splitlines()[0]}") from None
+    if model is None:
+        raise UsageError(f"{path}: {architecture or 'the model'} is not a classification or question-answering model")
+    return model.eval()
