@@ -1,4 +1,4 @@
-"""The ``fineprune`` command line: parse, then call the functions of fineprune.run. No logic lives here."""
+"""The ``fineprune`` command line: parse, then call the jobs (run, export.job, bench, sweep, report); no logic here."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def export(
     """Export a pruned run: config, safetensors with zeros where pruned, tokenizer and a model card; with --compact,
     without its empty heads and neurons; with --onnx, ONNX graphs for ONNX Runtime too (also of a dense run or an
     earlier export, in place); with --compress, in fineprune's compressed format (bitmask + int8)."""
-    from fineprune.run import export as run_export
+    from fineprune.export.job import export as run_export
 
     report = run_export(
         run_dir,

@@ -1,6 +1,7 @@
-"""Loading model folders: which files make a model, and a folder's model as saved, head included.
+"""Reading the folders fineprune writes and reads: which files make a run and a model, where a run's config is, and
+a folder's model as saved, head included.
 
-Below the jobs that read folders (run, export, bench), so that none of them reaches into another for it.
+Below the jobs that read folders (run, export, bench, sweep, report), so that none of them reaches into another for it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,22 @@ from transformers import PreTrainedModel
 from fineprune.errors import UsageError
 from fineprune.tasks import HEAD_TASKS
 
+CONFIG_FILE = "fineprune_config.yaml"  # the run's resolved config, also in its exports
+SUMMARY_FILE = "summary.json"  # a finished run's metrics and density
+EVAL_FILE = "eval_results.json"
 MODEL_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 def has_model(path: Path) -> bool:
     return any((path / name).is_file() for name in MODEL_FILES)
+
+
+def find_config(model_dir: Path) -> Path:
+    """The run's resolved config: in the folder (a run, an export) or its parent (a checkpoint)."""
+    for folder in (model_dir, model_dir.parent):
+        if (folder / CONFIG_FILE).is_file():
+            return folder / CONFIG_FILE
+    raise UsageError(f"{model_dir}: no {CONFIG_FILE} here or in the parent folder; pass --config")
 
 
 def load_stock_model(path: Path) -> PreTrainedModel:

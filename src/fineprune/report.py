@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from fineprune.config import RunConfig, build_config, read_yaml
 from fineprune.errors import UsageError
+from fineprune.loading import CONFIG_FILE, SUMMARY_FILE
 from fineprune.pruning import get_pruner, is_pruned_folder, load_pruned
-from fineprune.run import CONFIG_FILE, SUMMARY_FILE
 
 MAIN_METRIC = {"mnli": "accuracy", "qqp": "accuracy", "squad": "f1"}
 METHOD_COLORS = {"magnitude": "tab:blue", "movement": "tab:orange", "soft_movement": "tab:green", "l0": "tab:red"}

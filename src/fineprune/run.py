@@ -1,6 +1,7 @@
-"""The main jobs as functions: train a run, evaluate a model folder, export a baked model.
+"""The training jobs as functions: train a run, evaluate a model folder (a run, a checkpoint, an export).
 
-cli.py parses arguments and calls these; they know nothing of the command line.
+cli.py parses arguments and calls these; they know nothing of the command line. Exporting is
+:mod:`fineprune.export.job`.
 """
 
 from __future__ import annotations
@@ -16,41 +17,17 @@ import torch
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedModel
 
-from fineprune.config import RunConfig, build_config, dump_config, load_config, read_yaml, with_absolute_paths
+from fineprune.config import RunConfig, dump_config, load_config, with_absolute_paths
 from fineprune.errors import UsageError
-from fineprune.export.compact import compact as compact_model
-from fineprune.export.compact import is_compact_folder, model_card_section, save_compact
-from fineprune.export.compact import summary as compact_summary
-from fineprune.export.compressed import (
-    COMPRESSED_NOTE,
-    OTHER_DTYPES,
-    WEIGHTS_FILE,
-    export_compressed,
-    is_compressed_folder,
-    load_compressed,
-    size_section,
-)
-from fineprune.export.onnx import GRAPHS, ONNX_DIR, export_onnx
-from fineprune.export.onnx import model_card_section as onnx_card_section
-from fineprune.loading import MODEL_FILES, has_model, load_stock_model
-from fineprune.pruning import (
-    bake,
-    find_pruner,
-    is_pruned_folder,
-    load_pruned,
-    prepare,
-    sparsity,
-    weight_density,
-)
+from fineprune.export.compact import is_compact_folder
+from fineprune.export.compressed import WEIGHTS_FILE, is_compressed_folder, load_compressed
+from fineprune.export.onnx import GRAPHS, ONNX_DIR
+from fineprune.loading import CONFIG_FILE, EVAL_FILE, MODEL_FILES, SUMMARY_FILE, find_config, has_model
+from fineprune.pruning import find_pruner, is_pruned_folder, load_pruned, prepare, sparsity, weight_density
 from fineprune.tasks import Task, TaskData, get_task
-from fineprune.timing import torch_speedup
 from fineprune.training.callbacks import PruningCallback
 from fineprune.training.distill import hidden_layer_pairs
 from fineprune.training.trainer import PruningTrainer
-
-CONFIG_FILE = "fineprune_config.yaml"
-SUMMARY_FILE = "summary.json"
-EVAL_FILE = "eval_results.json"
 
 
 def load_model(path: str | Path, task: Task, where: str) -> PreTrainedModel:
@@ -221,14 +198,6 @@ def _write_eval(folder: Path, metrics: dict, density: dict) -> dict:
 
 
 # -- eval ------------------------------------------------------------------------------------------------------------
-def find_config(model_dir: Path) -> Path:
-    """The run's resolved config: in the folder (a run, an export) or its parent (a checkpoint)."""
-    for folder in (model_dir, model_dir.parent):
-        if (folder / CONFIG_FILE).is_file():
-            return folder / CONFIG_FILE
-    raise UsageError(f"{model_dir}: no {CONFIG_FILE} here or in the parent folder; pass --config")
-
-
 def evaluate(
     model_dir: str | Path, config_path: str | None = None, overrides: list[str] | None = None, backend: str = "torch"
 ) -> dict:
@@ -269,168 +238,3 @@ def _evaluate_graph(graph: Path, backend: str, config: RunConfig, task: Task, to
     results = task.score(data, outputs, None) | {"backend": backend, "graph": str(graph)}
     results_file.write_text(json.dumps(results, indent=2))
     return results
-
-
-# -- export ----------------------------------------------------------------------------------------------------------
-def export(
-    run_dir: str | Path,
-    out: str | Path | None,
-    bake_masks: bool = True,
-    overwrite: bool = False,
-    onnx: bool = False,
-    compact: bool = False,
-    compress: bool = False,
-    other_dtype: str | None = None,
-    zstd: bool = True,
-) -> dict:
-    """Write a stock transformers folder (config, safetensors, tokenizer, model card) of a pruned run.
-
-    ``compress`` stores the weights in fineprune's compressed format instead (:mod:`fineprune.export.compressed`:
-    pruned weights as bitmask + int8, the other matrices in ``other_dtype``, int8 or fp16; ``zstd`` over each part).
-
-    ``compact`` removes the heads and FFN neurons the masks left empty (:mod:`fineprune.export.compact`): the folder
-    then loads with ``trust_remote_code=True``, without fineprune.
-
-    ``onnx`` adds its ONNX graphs (fp32, int8) in ``out/onnx``; for a folder that already holds a stock model (a
-    dense run, an export) that is all it does: into the folder itself, or into a copy of the model at ``out``.
-    """
-    run_dir = Path(run_dir)
-    if not has_model(run_dir):
-        raise UsageError(f"{run_dir}: no trained model here (has the run finished?)")
-    if onnx and not bake_masks:
-        raise UsageError("--onnx needs the masks baked: drop --keep-scores")
-    if compact and not bake_masks:
-        raise UsageError("--compact removes what the baked masks left empty: drop --keep-scores")
-    if other_dtype is not None and not compress:
-        raise UsageError("--other-dtype: only with --compress")
-    if other_dtype not in (None, *OTHER_DTYPES):
-        raise UsageError(f"--other-dtype {other_dtype}: expected one of {', '.join(OTHER_DTYPES)}")
-    if compress and not bake_masks:
-        raise UsageError("--compress needs the masks baked: drop --keep-scores")
-    if compress and (compact or onnx):
-        raise UsageError("--compress writes its own format: export --compact or --onnx to another folder")
-    if not is_pruned_folder(run_dir):
-        if onnx:
-            return _export_stock_onnx(run_dir, Path(out) if out else None, overwrite)
-        raise UsageError(f"{run_dir}: holds no pruned model (a `method: none` run?): there are no masks to bake")
-    if out is None:
-        raise UsageError(f"--out: required to export the pruned run {run_dir}")
-    out = Path(out)
-    if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
-        raise UsageError(f"--out {out} holds the run {run_dir} itself: export to another folder")
-    if _is_run_dir(out) and not overwrite:
-        raise UsageError(f"{out} is not empty: pass --overwrite to replace it")
-    config_path = find_config(run_dir)
-    model = load_pruned(run_dir)
-    report = sparsity(model)
-    if bake_masks:
-        model = bake(model)
-    removal = None
-    if compact:
-        compacted = compact_model(model)
-        removal = compact_summary(model, compacted) | {"speedup_batch1": torch_speedup(model, compacted)}
-        model = compacted
-    if out.exists():
-        shutil.rmtree(out)
-    storage = None
-    if removal is not None:
-        save_compact(model, out)
-    elif compress:
-        pruned = [f"{name}.weight" for name in report["matrices"]]
-        storage = export_compressed(model, out, pruned, other_dtype or "int8", zstd)
-    else:
-        model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(run_dir)).save_pretrained(out)
-    shutil.copy(config_path, out / CONFIG_FILE)
-    summary_path = run_dir / SUMMARY_FILE
-    metrics = json.loads(summary_path.read_text())["metrics"] if summary_path.is_file() else {}
-    card = model_card(build_config(read_yaml(config_path), str(config_path)), report, metrics, removal, storage)
-    graphs = export_onnx(model, out) if onnx else {}
-    if graphs:
-        card = card.rstrip("\n") + "\n\n" + "\n".join(onnx_card_section(graphs))
-    (out / "README.md").write_text(card)
-    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-    result = {"out": str(out), "density": report["density"], "safetensors_bytes": size, "metrics": metrics}
-    if removal is not None:
-        result["compact"] = {k: v for k, v in removal.items() if k != "layers"}
-    if storage is not None:
-        result |= {k: v for k, v in storage.items() if k != "file"}
-    return result | graphs
-
-
-def _export_stock_onnx(folder: Path, out: Path | None, overwrite: bool) -> dict:
-    """ONNX graphs of a stock model folder, in ``folder/onnx``, or in ``out/onnx`` beside a copy of the model."""
-    if out is not None and out.resolve() == folder.resolve():
-        out = None
-    replaced = folder / ONNX_DIR if out is None else out
-    if _is_run_dir(replaced) and not overwrite:
-        raise UsageError(f"{replaced} is not empty: pass --overwrite to replace it")
-    model = load_stock_model(folder)
-    shutil.rmtree(replaced, ignore_errors=True)
-    target = out or folder
-    if out is not None:
-        model.save_pretrained(out)
-        if (folder / "tokenizer_config.json").is_file():
-            AutoTokenizer.from_pretrained(str(folder)).save_pretrained(out)
-        if (folder / CONFIG_FILE).is_file():
-            shutil.copy(folder / CONFIG_FILE, out / CONFIG_FILE)
-    return {"out": str(target)} | export_onnx(model, target)
-
-
-def model_card(
-    config: RunConfig, report: dict, metrics: dict, compact: dict | None = None, compressed: dict | None = None
-) -> str:
-    """A Hugging Face model card: what was pruned, how, how much is left (overall and per layer), how well it does;
-    for a compact export (``compact``: its summary) what was removed and how to load it; for a compressed one
-    (``compressed``: its sizes) how it is stored and loaded."""
-    p = config.pruning
-    selection = f"{p.scope} selection{' of heads and FFN neurons' if p.structure == 'heads_neurons' else ''}"
-    loading = (
-        "The masks are baked in and the empty heads and FFN neurons removed (see Compact model below)."
-        if compact
-        else COMPRESSED_NOTE
-        if compressed
-        else "The masks are baked in: this is a stock transformers model, zeros where weights were pruned; "
-        "it loads with `AutoModel*.from_pretrained` and needs no fineprune."
-    )
-    lines = [
-        "---",
-        # A compressed folder is not a transformers folder until `fineprune decompress` makes it one.
-        f"library_name: {'fineprune' if compressed else 'transformers'}",
-        "tags: [fineprune, pruning, movement-pruning]",
-        "---",
-        f"# {config.task.name} model fine-pruned with fineprune",
-        "",
-        f"Fine-pruned from `{config.model.name_or_path}` on `{config.task.name}` with **{p.method}** pruning "
-        f"({selection}){' and distillation from `' + config.distillation.teacher + '`' if config.distillation else ''}.",
-        loading,
-        "",
-        f"**Remaining encoder linear weights: {report['remaining']:,} of {report['total']:,} "
-        f"({100 * report['density']:.2f}%)**",
-        "",
-        "| metric | value |",
-        "| --- | --- |",
-        *[f"| {k} | {v:.4f} |" for k, v in metrics.items()],
-        "",
-        "## Density per layer",
-        "",
-        "| layer | attention | ffn | all |",
-        "| --- | --- | --- | --- |",
-    ]
-    for layer, density in report["layers"].items():
-        kinds = {
-            kind: [m for m in report["matrices"].values() if m["layer"] == layer and m["kind"] == kind]
-            for kind in ("attention", "ffn")
-        }
-        cells = [
-            f"{100 * sum(m['remaining'] for m in ms) / sum(m['total'] for m in ms):.2f}%" if ms else "-"
-            for ms in kinds.values()
-        ]
-        lines.append(f"| {layer} | {cells[0]} | {cells[1]} | {100 * density:.2f}% |")
-    lines.append("")
-    if compact:
-        lines += model_card_section(compact)
-    if compressed:
-        lines += size_section(compressed)
-    lines += ["## Configuration", "", "```yaml", dump_config(config).rstrip(), "```", ""]
-    return "\n".join(lines)

@@ -19,10 +19,10 @@ import transformers
 
 from fineprune.config import DistillationSection, RunConfig, build_config, load_config, read_yaml
 from fineprune.errors import UsageError
-from fineprune.loading import has_model
+from fineprune.loading import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model
 from fineprune.pruning.config import SCORED_METHODS, takes_scores_update
 from fineprune.report import MAIN_METRIC, percent
-from fineprune.run import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, train
+from fineprune.run import train
 
 SWEEP_METHODS = ("magnitude", "movement", "soft_movement", "l0")
 DENSE = "dense"
