@@ -34,8 +34,11 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
-def load_variants(folders: list[Path], batch_sizes: list[int], seq_len: int, threads: int) -> list[Variant]:
-    """torch fp32 and each ONNX graph present, per folder, each with its inputs built once per batch size."""
+def load_variants(
+    folders: list[Path], batch_sizes: list[int], seq_len: int, threads: int, trust_remote_code: bool = False
+) -> list[Variant]:
+    """torch fp32 and each ONNX graph present, per folder, each with its inputs built once per batch size; a
+    folder's own code runs only as :func:`~fineprune.loading.may_run_code` allows."""
     from fineprune.onnx_inference import open_session
 
     for folder in folders:  # every folder checked before any is loaded
@@ -45,7 +48,7 @@ def load_variants(folders: list[Path], batch_sizes: list[int], seq_len: int, thr
             raise UsageError(f"{folder}: a training run with masks; bench its export (fineprune export RUN --out DIR)")
     variants = []
     for folder in folders:
-        model = load_stock_model(folder)
+        model = load_stock_model(folder, trust_remote_code)
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and seq_len > limit:
             raise UsageError(f"--seq-len: {seq_len} is more than {folder} takes ({limit} positions)")
@@ -73,6 +76,7 @@ def bench(
     warmup: int = 2,
     progress: Progress | None = None,
     clock: str = "wall",
+    trust_remote_code: bool = False,
 ) -> list[dict[str, Any]]:
     """Median latency of every variant of every folder, per batch size, with the speed-up over the first variant.
 
@@ -86,7 +90,7 @@ def bench(
         raise UsageError("--clock cpu: needs --threads 1 (it counts the CPU time of the calling thread only)")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    variants = load_variants(folders, batch_sizes, seq_len, threads)
+    variants = load_variants(folders, batch_sizes, seq_len, threads, trust_remote_code)
     rows = []
     timed = time_variants(variants, batch_sizes, repeats, warmup, clock, progress)
     for batch, times in zip(batch_sizes, timed, strict=True):

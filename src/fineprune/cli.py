@@ -29,6 +29,15 @@ SetOption = Annotated[
     ),
 ]
 
+TrustOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Let model folders run the Python code their config.json names (auto_map), as transformers' "
+        "trust_remote_code does: only for folders you trust. fineprune's own compact exports need no flag.",
+    ),
+]
+
 
 def _user_errors(command):
     """Bad input ends in one line on stderr and exit code 2, never a traceback."""
@@ -56,6 +65,7 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue from the run's last checkpoint (scores, masks, schedule).")
     ] = False,
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Fine-prune a model as the config says; the run folder gets the pruned model, the config and a summary.
     Logs and progress go to stderr, the result (JSON: metrics, density) alone to stdout."""
@@ -63,7 +73,13 @@ def train(
     from fineprune.run import train as run_train
 
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs: stdout carries the result alone
-        summary = run_train(load_config(config, set_), output_dir=output_dir, overwrite=overwrite, resume=resume)
+        summary = run_train(
+            load_config(config, set_),
+            output_dir=output_dir,
+            overwrite=overwrite,
+            resume=resume,
+            trust_remote_code=trust_remote_code,
+        )
     typer.echo(json.dumps({"metrics": summary["metrics"], "density": summary["sparsity"]["density"]}, indent=2))
 
 
@@ -84,6 +100,7 @@ def eval_(
             "--onnx-quantized", help="Evaluate the folder's int8 ONNX graph (onnx/model_quantized.onnx) instead."
         ),
     ] = False,
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Evaluate with the binary masks of the model's current state (or an ONNX graph of it); prints JSON and writes
     eval_results.json (eval_results_onnx.json, eval_results_onnx-quantized.json)."""
@@ -92,7 +109,8 @@ def eval_(
     if onnx and onnx_quantized:
         raise UsageError("--onnx and --onnx-quantized exclude each other: evaluate one graph at a time")
     backend = "onnx" if onnx else "onnx-quantized" if onnx_quantized else "torch"
-    typer.echo(json.dumps(evaluate(model_dir, str(config) if config else None, set_, backend=backend), indent=2))
+    results = evaluate(model_dir, str(config) if config else None, set_, backend, trust_remote_code)
+    typer.echo(json.dumps(results, indent=2))
 
 
 @app.command()
@@ -141,6 +159,7 @@ def export(
     zstd: Annotated[
         bool, typer.Option("--zstd/--no-zstd", help="With --compress: zstd over each stored part (default).")
     ] = True,
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Export a pruned run: config, safetensors with zeros where pruned, tokenizer and a model card; with --compact,
     without its empty heads and neurons; with --onnx, ONNX graphs for ONNX Runtime too (also of a dense run or an
@@ -157,6 +176,7 @@ def export(
         compress=compress,
         other_dtype=other_dtype,
         zstd=zstd,
+        trust_remote_code=trust_remote_code,
     )
     typer.echo(json.dumps(report, indent=2))
 
@@ -208,6 +228,7 @@ def sweep(
         ),
     ] = None,
     set_: SetOption = None,
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Train the dense model and every (method, density) run; writes results.csv and results.md, and resumes when
     run again after a stop."""
@@ -219,7 +240,16 @@ def sweep(
     seed_list = parse_seeds(seeds) if seeds is not None else None
     folder = out or default_out(load_config(config, set_))
     run_sweep(
-        config, method_list, density_list, folder, distill_from, distill, set_, progress=typer.echo, seeds=seed_list
+        config,
+        method_list,
+        density_list,
+        folder,
+        distill_from,
+        distill,
+        set_,
+        progress=typer.echo,
+        seeds=seed_list,
+        trust_remote_code=trust_remote_code,
     )
     typer.echo(f"\n{(folder / 'results.md').read_text()}\nresults: {folder / 'results.csv'}, {folder / 'results.md'}")
 
@@ -260,6 +290,7 @@ def bench(
         ),
     ] = "wall",
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table.")] = False,
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Inference latency of each folder's torch model and of every ONNX graph in its onnx/ folder, in one process,
     taking turns; median of the repeats and the speed-up over the first. Progress on stderr, results on stdout."""
@@ -281,7 +312,17 @@ def bench(
         bar.update(task, description=what, completed=done, total=total)
 
     try:
-        rows = run_bench(model_dirs, sizes, seq_len, threads, repeats, warmup, progress=progress, clock=clock)
+        rows = run_bench(
+            model_dirs,
+            sizes,
+            seq_len,
+            threads,
+            repeats,
+            warmup,
+            progress=progress,
+            clock=clock,
+            trust_remote_code=trust_remote_code,
+        )
     finally:
         if bar.live.is_started:
             bar.stop()

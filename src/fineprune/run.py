@@ -15,14 +15,22 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedModel
+from transformers import DataCollatorWithPadding, PreTrainedModel
 
 from fineprune.config import RunConfig, dump_config, load_config, with_absolute_paths
 from fineprune.errors import UsageError
-from fineprune.export.compact import is_compact_folder
 from fineprune.export.compressed import WEIGHTS_FILE, is_compressed_folder, load_compressed
 from fineprune.export.onnx import GRAPHS, ONNX_DIR
-from fineprune.loading import CONFIG_FILE, EVAL_FILE, MODEL_FILES, SUMMARY_FILE, find_config, has_model
+from fineprune.loading import (
+    CONFIG_FILE,
+    EVAL_FILE,
+    MODEL_FILES,
+    SUMMARY_FILE,
+    find_config,
+    has_model,
+    load_tokenizer,
+    may_run_code,
+)
 from fineprune.pruning import find_pruner, is_pruned_folder, load_pruned, prepare, sparsity, weight_density
 from fineprune.tasks import Task, TaskData, get_task
 from fineprune.training.callbacks import PruningCallback
@@ -30,8 +38,10 @@ from fineprune.training.distill import hidden_layer_pairs
 from fineprune.training.trainer import PruningTrainer
 
 
-def load_model(path: str | Path, task: Task, where: str) -> PreTrainedModel:
-    """A fineprune folder (pruned, with scores) via load_pruned; anything else with the task's Auto class."""
+def load_model(path: str | Path, task: Task, where: str, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A fineprune folder (pruned, with scores) via load_pruned; anything else with the task's Auto class, running
+    the folder's own code only as :func:`~fineprune.loading.may_run_code` allows."""
+    code = may_run_code(path, trust_remote_code)
     if is_pruned_folder(path):
         model = load_pruned(path)
     elif is_compressed_folder(path):
@@ -39,9 +49,9 @@ def load_model(path: str | Path, task: Task, where: str) -> PreTrainedModel:
     else:
         try:
             # A model already fine-tuned for this kind of task keeps its head (and its label count, checked below).
-            architectures = transformers.AutoConfig.from_pretrained(str(path)).architectures or []
-            fine_tuned = any(a.endswith(task.head_suffix) for a in architectures)
-            kwargs = ({} if fine_tuned else task.model_kwargs()) | {"trust_remote_code": is_compact_folder(path)}
+            architectures = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=code).architectures
+            fine_tuned = any(a.endswith(task.head_suffix) for a in architectures or [])
+            kwargs = ({} if fine_tuned else task.model_kwargs()) | {"trust_remote_code": code}
             model = task.auto_class.from_pretrained(str(path), **kwargs)
         except (OSError, ValueError) as error:
             raise UsageError(f"{where} {path}: cannot load a model: {str(error).splitlines()[0]}") from None
@@ -59,6 +69,13 @@ def check_data_files(config: RunConfig, training: bool = True) -> None:
     for key, path in config.task.data_files(training).items():
         if not Path(path).expanduser().is_file():
             raise UsageError(f"{key}: no such file: {path}")
+
+
+def check_model_code(config: RunConfig, trust_remote_code: bool) -> None:
+    """The model's and the teacher's folders run no code fineprune does not allow: said before any model is loaded."""
+    for source in (config.model.name_or_path, config.distillation.teacher if config.distillation else None):
+        if source is not None:
+            may_run_code(source, trust_remote_code)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -81,8 +98,15 @@ def _total_steps(args: transformers.TrainingArguments, train_size: int) -> int:
 
 
 # -- train -----------------------------------------------------------------------------------------------------------
-def train(config: RunConfig, output_dir: str | None = None, overwrite: bool = False, resume: bool = False) -> dict:
-    """Fine-prune as configured; returns the run's summary (metrics and sparsity), also written to the run folder."""
+def train(
+    config: RunConfig,
+    output_dir: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    trust_remote_code: bool = False,
+) -> dict:
+    """Fine-prune as configured; returns the run's summary (metrics and sparsity), also written to the run folder.
+    ``trust_remote_code``: the model's and the teacher's folders may run their own code (see fineprune.loading)."""
     out = output_dir or config.training.get("output_dir")
     if not out:
         raise UsageError("training.output_dir: required (or give --output-dir)")
@@ -99,13 +123,14 @@ def train(config: RunConfig, output_dir: str | None = None, overwrite: bool = Fa
 
     task = get_task(config.task.name)
     check_data_files(config)
+    check_model_code(config, trust_remote_code)
     transformers.set_seed(config.training.get("seed", 42))
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
-    model = load_model(config.model.name_or_path, task, "model.name_or_path")
+    tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code)
+    model = load_model(config.model.name_or_path, task, "model.name_or_path", trust_remote_code)
     if config.model.freeze_embeddings:
         freeze_embeddings(model)
     data = task.prepare(config, tokenizer)
-    teacher = _load_teacher(config, task, model)
+    teacher = _load_teacher(config, task, model, trust_remote_code)
     prepare(model, config.pruning)
     args = config.training_arguments(output_dir=str(out_path))
     pruner = find_pruner(model)
@@ -154,10 +179,12 @@ def _ranks_agree(model: PreTrainedModel) -> bool | None:
     return len(set(fingerprints)) == 1
 
 
-def _load_teacher(config: RunConfig, task: Task, student: PreTrainedModel) -> PreTrainedModel | None:
+def _load_teacher(
+    config: RunConfig, task: Task, student: PreTrainedModel, trust_remote_code: bool = False
+) -> PreTrainedModel | None:
     if config.distillation is None:
         return None
-    teacher = load_model(config.distillation.teacher, task, "distillation.teacher")
+    teacher = load_model(config.distillation.teacher, task, "distillation.teacher", trust_remote_code)
     if teacher.config.vocab_size != student.config.vocab_size:
         raise UsageError(
             f"distillation.teacher {config.distillation.teacher}: vocabulary of {teacher.config.vocab_size} tokens, "
@@ -199,12 +226,17 @@ def _write_eval(folder: Path, metrics: dict, density: dict) -> dict:
 
 # -- eval ------------------------------------------------------------------------------------------------------------
 def evaluate(
-    model_dir: str | Path, config_path: str | None = None, overrides: list[str] | None = None, backend: str = "torch"
+    model_dir: str | Path,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    backend: str = "torch",
+    trust_remote_code: bool = False,
 ) -> dict:
     """Evaluate a run, checkpoint or export with the binary masks of its current state; writes eval_results.json.
 
     ``backend`` "onnx" or "onnx-quantized" evaluates the folder's graph of ``fineprune export --onnx`` with ONNX
-    Runtime instead, on the same features and metrics, and writes eval_results_<backend>.json.
+    Runtime instead, on the same features and metrics, and writes eval_results_<backend>.json. The folder's own
+    code runs only as :func:`~fineprune.loading.may_run_code` allows (``trust_remote_code``: the user's word).
     """
     model_dir = Path(model_dir)
     graph = model_dir / ONNX_DIR / GRAPHS[backend] if backend != "torch" else None
@@ -216,10 +248,10 @@ def evaluate(
     task = get_task(config.task.name)
     check_data_files(config, training=False)
     source = model_dir if (model_dir / "tokenizer_config.json").is_file() else config.model.name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    tokenizer = load_tokenizer(source, trust_remote_code)
     if graph is not None:
         return _evaluate_graph(graph, backend, config, task, tokenizer, model_dir / f"eval_results_{backend}.json")
-    model = load_model(model_dir, task, "model").eval()
+    model = load_model(model_dir, task, "model", trust_remote_code).eval()
     data = task.prepare(config, tokenizer, training=False)
     args = config.training_arguments(output_dir=str(model_dir / "eval_tmp"), report_to="none", save_strategy="no")
     trainer = _trainer(model, args, tokenizer, data, config)

@@ -19,7 +19,7 @@ import transformers
 
 from fineprune.config import DistillationSection, RunConfig, build_config, load_config, read_yaml
 from fineprune.errors import UsageError
-from fineprune.loading import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model
+from fineprune.loading import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, may_run_code
 from fineprune.pruning.config import SCORED_METHODS, takes_scores_update
 from fineprune.report import MAIN_METRIC, percent
 from fineprune.run import train
@@ -301,6 +301,7 @@ def sweep(
     overrides: list[str] | None = None,
     progress: Callable[[str], None] = print,
     seeds: list[int] | None = None,
+    trust_remote_code: bool = False,
 ) -> list[dict[str, Any]]:
     """Train the dense model (unless `distill_from` gives one), then every (method, density) run, into `out`.
 
@@ -308,7 +309,8 @@ def sweep(
     with its own method and ``final_density`` (soft_movement / l0 are steered to it); with `distill`, pruned runs
     learn from the dense model. With `seeds`, all of it is trained once per training seed (the first seed's dense
     model is the teacher) and each table cell gives the mean and spread. Returns the rows of ``out/results.csv``;
-    also writes ``out/results.md``.
+    also writes ``out/results.md``. ``trust_remote_code``: the model's and the teacher's folders may run their own
+    code (see fineprune.loading).
     """
     methods, densities = check_methods(methods), check_densities(densities)
     seed_list: list[int | None] = list(seeds) if seeds else [None]
@@ -318,6 +320,9 @@ def sweep(
     teacher = Path(distill_from) if distill_from is not None else out / run_name("none", None, seed_list[0])
     if distill_from is not None and not has_model(teacher):
         raise UsageError(f"--distill-from {teacher}: no trained model here")
+    for source in (base.model.name_or_path, distill_from):
+        if source is not None:  # a folder with code fineprune does not run is refused now, not after the dense run
+            may_run_code(source, trust_remote_code)
 
     # Every config is built and checked before anything trains: a bad combination fails now, not hours in.
     plan: list[tuple[Path, RunConfig]] = []
@@ -345,7 +350,13 @@ def sweep(
         else:
             progress(f"{tag}: training ({state})")
             begun = time.monotonic()
-            summary = train(config, str(run_dir), overwrite=state == "restart", resume=state == "resume")
+            summary = train(
+                config,
+                str(run_dir),
+                overwrite=state == "restart",
+                resume=state == "resume",
+                trust_remote_code=trust_remote_code,
+            )
             runtime = time.monotonic() - begun
             trained_times.append(runtime)
         target = config.pruning.final_density or 1.0

@@ -29,12 +29,6 @@ from fineprune.layouts import COMPACT_KEY, block_linears, config_heads, encoder_
 from fineprune.pruning.attach import find_pruner
 
 
-def is_compact_folder(path: str | Path) -> bool:
-    """True if the folder's config.json describes a compact model (it needs ``trust_remote_code=True``)."""
-    config = Path(path) / "config.json"
-    return config.is_file() and f'"{COMPACT_KEY}"' in config.read_text()
-
-
 def _nonzero_groups(weight: Tensor, axis: int, width: int) -> Tensor:
     """Per group of ``width`` consecutive rows (axis 0) or columns (axis 1): whether any weight is nonzero."""
     nonzero = weight != 0

@@ -368,7 +368,7 @@ def load_compressed(folder: str | Path) -> PreTrainedModel:
     folder = Path(folder)
     state = read_compressed(folder)
     try:
-        config = transformers.AutoConfig.from_pretrained(str(folder))
+        config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=False)  # stock classes only
     except (OSError, ValueError) as error:
         raise UsageError(f"{folder}: cannot read config.json: {str(error).splitlines()[0]}") from None
     architecture = (config.architectures or [None])[0]

@@ -8,8 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from fineprune.config import load_config
 from fineprune.errors import UsageError
 from fineprune.export.card import model_card
@@ -18,7 +16,15 @@ from fineprune.export.compact import save_compact
 from fineprune.export.compact import summary as compact_summary
 from fineprune.export.compressed import OTHER_DTYPES, export_compressed
 from fineprune.export.onnx import ONNX_DIR, export_onnx
-from fineprune.loading import CONFIG_FILE, SUMMARY_FILE, find_config, has_model, load_stock_model
+from fineprune.loading import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    find_config,
+    has_model,
+    load_stock_model,
+    load_tokenizer,
+    may_run_code,
+)
 from fineprune.outputs import is_nonempty
 from fineprune.pruning import bake, is_pruned_folder, load_pruned, sparsity
 from fineprune.timing import torch_speedup
@@ -34,6 +40,7 @@ def export(
     compress: bool = False,
     other_dtype: str | None = None,
     zstd: bool = True,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Write a stock transformers folder (config, safetensors, tokenizer, model card) of a pruned run.
 
@@ -45,10 +52,14 @@ def export(
 
     ``onnx`` adds its ONNX graphs (fp32, int8) in ``out/onnx``; for a folder that already holds a stock model (a
     dense run, an export) that is all it does: into the folder itself, or into a copy of the model at ``out``.
+
+    A folder whose config names code of its own is refused unless it is fineprune's compact modeling file or
+    ``trust_remote_code`` is given (:func:`~fineprune.loading.may_run_code`).
     """
     run_dir = Path(run_dir)
     if not has_model(run_dir):
         raise UsageError(f"{run_dir}: no trained model here (has the run finished?)")
+    may_run_code(run_dir, trust_remote_code)
     if onnx and not bake_masks:
         raise UsageError("--onnx needs the masks baked: drop --keep-scores")
     if compact and not bake_masks:
@@ -63,7 +74,7 @@ def export(
         raise UsageError("--compress writes its own format: export --compact or --onnx to another folder")
     if not is_pruned_folder(run_dir):
         if onnx:
-            return _export_stock_onnx(run_dir, Path(out) if out else None, overwrite)
+            return _export_stock_onnx(run_dir, Path(out) if out else None, overwrite, trust_remote_code)
         raise UsageError(f"{run_dir}: holds no pruned model (a `method: none` run?): there are no masks to bake")
     if out is None:
         raise UsageError(f"--out: required to export the pruned run {run_dir}")
@@ -92,7 +103,7 @@ def export(
         storage = export_compressed(model, out, pruned, other_dtype or "int8", zstd)
     else:
         model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(run_dir)).save_pretrained(out)
+    load_tokenizer(run_dir, trust_remote_code).save_pretrained(out)
     shutil.copy(config_path, out / CONFIG_FILE)
     summary_path = run_dir / SUMMARY_FILE
     metrics = json.loads(summary_path.read_text())["metrics"] if summary_path.is_file() else {}
@@ -107,20 +118,20 @@ def export(
     return result | graphs
 
 
-def _export_stock_onnx(folder: Path, out: Path | None, overwrite: bool) -> dict:
+def _export_stock_onnx(folder: Path, out: Path | None, overwrite: bool, trust_remote_code: bool) -> dict:
     """ONNX graphs of a stock model folder, in ``folder/onnx``, or in ``out/onnx`` beside a copy of the model."""
     if out is not None and out.resolve() == folder.resolve():
         out = None
     replaced = folder / ONNX_DIR if out is None else out
     if is_nonempty(replaced) and not overwrite:
         raise UsageError(f"{replaced} is not empty: pass --overwrite to replace it")
-    model = load_stock_model(folder)
+    model = load_stock_model(folder, trust_remote_code)
     shutil.rmtree(replaced, ignore_errors=True)
     target = out or folder
     if out is not None:
         model.save_pretrained(out)
         if (folder / "tokenizer_config.json").is_file():
-            AutoTokenizer.from_pretrained(str(folder)).save_pretrained(out)
+            load_tokenizer(folder, trust_remote_code).save_pretrained(out)
         if (folder / CONFIG_FILE).is_file():
             shutil.copy(folder / CONFIG_FILE, out / CONFIG_FILE)
     return {"out": str(target)} | export_onnx(model, target)

@@ -39,5 +39,10 @@ def modeling_source() -> str:
 def write_modeling_file(folder: Path) -> Path:
     """Write the modeling file into ``folder``."""
     path = Path(folder) / MODELING_FILE
-    path.write_text(modeling_source(), encoding="utf-8")
+    path.write_bytes(modeling_source().encode("utf-8"))
     return path
+
+
+def is_own_modeling_file(path: Path) -> bool:
+    """True if the file at ``path`` is, byte for byte, the modeling file this fineprune writes."""
+    return path.is_file() and path.read_bytes() == modeling_source().encode("utf-8")

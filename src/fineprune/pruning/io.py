@@ -23,7 +23,7 @@ def load_pruned(path: str | Path) -> nn.Module:
     """Rebuild the architecture from ``config.json``, attach pruning as saved, and load weights, scores and
     the pruner's state (strictly: every tensor must be there)."""
     path = Path(path)
-    config = transformers.AutoConfig.from_pretrained(path)
+    config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)  # stock classes only
     saved = getattr(config, CONFIG_ATTRIBUTE, None)
     if saved is None:
         raise UsageError(f"{path / 'config.json'} has no '{CONFIG_ATTRIBUTE}' section: not a pruned model")
