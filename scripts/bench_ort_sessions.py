@@ -1,4 +1,4 @@
-"""How ONNX Runtime is told to run an exported graph, and what it costs: the levers tried for issue 12's int8 target.
+"""How ONNX Runtime is told to run an exported graph, and what it costs: the levers tried for int8 speed on a CPU.
 
 For each model folder of `fineprune export --onnx` (its onnx/model.onnx and onnx/model_quantized.onnx), the same
 graphs are timed in one process, taking turns, on random tokens (batch x seq-len, no padding), with:
@@ -12,7 +12,7 @@ Reported per folder and batch size: median ms over the repeats (CPU time of the 
 which stays honest on a busy machine), the speed-up over the first folder's fp32 graph under `ort default`, and the
 largest |logit - fp32 graph's logit| on the timed input.
 
-    python scripts/bench_ort_sessions.py runs/r12/dense runs/r12/compact [--batch-sizes 1,32] [--repeats 10]
+    python scripts/bench_ort_sessions.py exports/dense exports/structured_0.25 [--batch-sizes 1,32] [--repeats 10]
 """
 
 from __future__ import annotations
