@@ -107,6 +107,8 @@ def test_run_state(tmp_path):
     (run / "fineprune_config.yaml").write_text("{}")
     assert run_state(run) == "restart"  # killed before its first checkpoint
     (run / "checkpoint-6").mkdir()
+    assert run_state(run) == "restart"  # killed while the Trainer wrote it: trainer_state.json comes last
+    (run / "checkpoint-6" / "trainer_state.json").write_text("{}")
     assert run_state(run) == "resume"
     (run / "summary.json").write_text("{}")
     assert run_state(run) == "done"

@@ -19,6 +19,7 @@ from rich.table import Table
 from fineprune.errors import UsageError
 from fineprune.export.onnx import GRAPHS, ONNX_DIR
 from fineprune.loading import MODEL_FILES, has_model, load_stock_model
+from fineprune.outputs import check_complete
 from fineprune.pruning import is_pruned_folder
 from fineprune.timing import CLOCKS, Progress, Variant, model_inputs, time_variants, torch_call
 
@@ -42,6 +43,7 @@ def load_variants(
     from fineprune.onnx_inference import open_session
 
     for folder in folders:  # every folder checked before any is loaded
+        check_complete(folder)
         if not has_model(folder):
             raise UsageError(f"{folder}: no model here (expected {' or '.join(MODEL_FILES)})")
         if is_pruned_folder(folder):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fineprune.errors import UsageError
+from fineprune.errors import Interrupted, UsageError
 
 app = typer.Typer(
     help="Fine-prune Hugging Face transformer encoders: magnitude, movement, soft movement and L0 pruning.",
@@ -40,17 +43,43 @@ TrustOption = Annotated[
 
 
 def _user_errors(command):
-    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
+    """Bad input ends in one line on stderr and exit code 2, never a traceback; Ctrl-C or SIGTERM in one line and
+    exit code 128 + the signal's number (130, 143), after the command has cleaned up on the way out."""
 
     @wraps(command)
     def run(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with _sigterm_raises():
+                return command(*args, **kwargs)
         except UsageError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo(Interrupted(signal.SIGINT), err=True)
+            raise typer.Exit(128 + signal.SIGINT) from None
+        except Interrupted as error:
+            typer.echo(error, err=True)
+            raise typer.Exit(128 + error.signum) from None
 
     return run
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Interrupted, as Ctrl-C raises KeyboardInterrupt, so that the command unwinds (its staging folder
+    removed, its lock released) instead of dying where it stands. Signals reach the main thread alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()

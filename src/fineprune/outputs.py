@@ -39,10 +39,14 @@ def _lock_path(target: Path) -> Path:
 
 
 def check_complete(folder: str | Path) -> None:
-    """Refuse a folder whose job was interrupted, in one line that says how to go on."""
-    marker = Path(folder) / PARTIAL_MARKER
+    """Refuse a folder whose job was interrupted, or a missing one whose staging folder is there: in one line that
+    says how to go on."""
+    folder = Path(folder)
+    staging = staging_path(folder)
+    marked, where = (folder, "") if folder.exists() else (staging, f" (its files are in {staging})")
+    marker = marked / PARTIAL_MARKER
     if marker.is_file():
-        raise UsageError(f"{folder}: unfinished, its job was interrupted: {marker.read_text().strip()}")
+        raise UsageError(f"{folder}: unfinished, its job was interrupted{where}: {marker.read_text().strip()}")
 
 
 def is_nonempty(target: Path) -> bool:

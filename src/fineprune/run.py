@@ -6,19 +6,26 @@ cli.py parses arguments and calls these; they know nothing of the command line. 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
+import re
+import shlex
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 from transformers import DataCollatorWithPadding, PreTrainedModel
+from transformers.trainer import TRAINER_STATE_NAME
 
+from fineprune import outputs
 from fineprune.config import RunConfig, dump_config, load_config, with_absolute_paths
-from fineprune.errors import UsageError
+from fineprune.errors import Interrupted, UsageError
 from fineprune.export.compressed import WEIGHTS_FILE, is_compressed_folder, load_compressed
 from fineprune.export.onnx import GRAPHS, ONNX_DIR
 from fineprune.loading import (
@@ -33,9 +40,11 @@ from fineprune.loading import (
 )
 from fineprune.pruning import find_pruner, is_pruned_folder, load_pruned, prepare, sparsity, weight_density
 from fineprune.tasks import Task, TaskData, get_task
-from fineprune.training.callbacks import PruningCallback
+from fineprune.training.callbacks import PruningCallback, StopOnSignal
 from fineprune.training.distill import hidden_layer_pairs
 from fineprune.training.trainer import PruningTrainer
+
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the Trainer's checkpoint folders, by optimizer step
 
 
 def load_model(path: str | Path, task: Task, where: str, trust_remote_code: bool = False) -> PreTrainedModel:
@@ -106,20 +115,89 @@ def train(
     trust_remote_code: bool = False,
 ) -> dict:
     """Fine-prune as configured; returns the run's summary (metrics and sparsity), also written to the run folder.
-    ``trust_remote_code``: the model's and the teacher's folders may run their own code (see fineprune.loading)."""
+    ``trust_remote_code``: the model's and the teacher's folders may run their own code (see fineprune.loading).
+
+    The run, checkpoints included, is written into a staging folder beside the run folder and renamed into place
+    when finished (:mod:`fineprune.outputs`): a killed run leaves no folder that looks finished, an earlier run that
+    ``overwrite`` replaces stays until then, and ``resume`` continues from the staging folder's last checkpoint.
+    """
     out = output_dir or config.training.get("output_dir")
     if not out:
         raise UsageError("training.output_dir: required (or give --output-dir)")
-    out_path = Path(out)
-    if _is_run_dir(out_path) and not (overwrite or resume):
-        raise UsageError(
-            f"{out_path} already holds an earlier run: pass --overwrite to replace it or --resume to continue it"
-        )
     if resume and overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
-    checkpoint = transformers.trainer_utils.get_last_checkpoint(str(out_path)) if resume and out_path.is_dir() else None
-    if resume and checkpoint is None:
+    out_path = Path(out)
+    first = int(os.environ.get("RANK", "0")) == 0  # the first process of a distributed run writes the folder
+    with outputs.locked(out_path) if first else contextlib.nullcontext():
+        if first:
+            outputs.recover(out_path)
+        return _train(config, out_path, overwrite, resume, trust_remote_code, first)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The folder's last checkpoint that the Trainer finished writing (it writes trainer_state.json last)."""
+    finished = {
+        int(match[1]): path
+        for path in folder.glob("checkpoint-*")
+        if (match := CHECKPOINT.fullmatch(path.name)) and (path / TRAINER_STATE_NAME).is_file()
+    }
+    return finished[max(finished)] if finished else None
+
+
+def _resume_from(out_path: Path, staging: Path) -> Path:
+    """The folder of the run to continue: the staging folder, or a run folder that an older fineprune trained in
+    place and did not finish."""
+    if (out_path / SUMMARY_FILE).is_file() and not staging.is_dir():
+        raise UsageError(f"{out_path}: the run has finished, there is nothing to resume (--overwrite trains it again)")
+    source = staging if staging.is_dir() else out_path
+    if not source.is_dir() or last_checkpoint(source) is None:
         raise UsageError(f"{out_path}: no checkpoint to resume from (checkpoints are saved per training.save_strategy)")
+    return source
+
+
+def _stage(out_path: Path, staging: Path, resumed: Path | None) -> None:
+    """Make the staging folder: a fresh one, or the run being resumed, without checkpoints it did not finish."""
+    note = f"continue it with `{_resume_command(out_path)}`"
+    if resumed is None:
+        outputs.start(out_path, note)
+        return
+    outputs.mark(resumed, note)  # before the rename: the staging folder is never there unmarked
+    if resumed != staging:
+        resumed.rename(staging)
+    for checkpoint in staging.glob("checkpoint-*"):
+        if not (checkpoint / TRAINER_STATE_NAME).is_file():  # killed while the Trainer wrote it
+            shutil.rmtree(checkpoint)
+
+
+def _resume_command(out_path: Path) -> str:
+    """The command that continues the run: with the config it was started with, saved in its staging folder."""
+    out = out_path.absolute()
+    config = outputs.staging_path(out) / CONFIG_FILE
+    return shlex.join(["fineprune", "train", "--config", str(config), "--output-dir", str(out), "--resume"])
+
+
+def _stopped(signum: int, out_path: Path) -> Interrupted:
+    checkpoint = last_checkpoint(outputs.staging_path(out_path))
+    if checkpoint is None:
+        return Interrupted(signum, "no checkpoint was saved yet (training.save_strategy): run the same command again")
+    return Interrupted(signum, f"{checkpoint.name} saved; continue with `{_resume_command(out_path)}`")
+
+
+def _train(
+    config: RunConfig, out_path: Path, overwrite: bool, resume: bool, trust_remote_code: bool, first: bool
+) -> dict:
+    staging = outputs.staging_path(out_path)
+    resumed = _resume_from(out_path, staging) if resume else None
+    if not (resume or overwrite):
+        if last_checkpoint(staging) is not None:
+            raise UsageError(
+                f"{out_path}: an unfinished run is in {staging}: pass --resume to continue it or --overwrite to start "
+                "afresh"
+            )
+        if _is_run_dir(out_path):
+            raise UsageError(
+                f"{out_path} already holds an earlier run: pass --overwrite to replace it or --resume to continue it"
+            )
 
     task = get_task(config.task.name)
     check_data_files(config)
@@ -132,21 +210,42 @@ def train(
     data = task.prepare(config, tokenizer)
     teacher = _load_teacher(config, task, model, trust_remote_code)
     prepare(model, config.pruning)
-    args = config.training_arguments(output_dir=str(out_path))
+    args = config.training_arguments(output_dir=str(staging))
     pruner = find_pruner(model)
     if pruner is not None:
         pruner.validate_run(_total_steps(args, len(data.train)))
 
-    if overwrite and out_path.exists():
-        shutil.rmtree(out_path)  # the user asked for it; every check above has passed
-    out_path.mkdir(parents=True, exist_ok=True)
-    # Local paths absolute: the run and its exports find their data from any folder.
-    (out_path / CONFIG_FILE).write_text(dump_config(with_absolute_paths(config)))
+    # every check above has passed: from here on the run writes, into its staging folder alone
+    with args.main_process_first(local=False, desc="the staging folder"):
+        if first:
+            _stage(out_path, staging, resumed)
+            # Local paths absolute: the run and its exports find their data from any folder.
+            (staging / CONFIG_FILE).write_text(dump_config(with_absolute_paths(config)))
+    checkpoint = last_checkpoint(staging) if resume else None
     trainer = _trainer(model, args, tokenizer, data, config, teacher)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out_path))
+    stop = StopOnSignal()
+    trainer.add_callback(stop)
+    try:
+        with stop.listening():
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stop.signum is not None:
+            raise Interrupted(stop.signum)
+        summary = _finish(trainer, config, task, data, model, staging if first else None)
+    except KeyboardInterrupt:
+        raise _stopped(signal.SIGINT, out_path) from None
+    except Interrupted as error:
+        raise _stopped(error.signum, out_path) from None
+    if first:
+        outputs.publish(staging, out_path)
+    return summary
+
+
+def _finish(trainer: PruningTrainer, config: RunConfig, task: Task, data: TaskData, model, folder: Path | None) -> dict:
+    """Save the trained model, evaluate it, and write its summary into ``folder`` (None: a process that writes
+    nothing)."""
+    trainer.save_model(str(trainer.args.output_dir))
     trainer.save_state()  # trainer_state.json: the log history, pruning/* included
-    metrics = task.evaluate(trainer, data, out_path if trainer.is_world_process_zero() else None)
+    metrics = task.evaluate(trainer, data, folder)
     summary = {
         "task": config.task.name,
         "method": config.pruning.method,
@@ -162,9 +261,9 @@ def train(
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         summary["world_size"] = torch.distributed.get_world_size()
         summary["ranks_agree_on_masks"] = _ranks_agree(model)
-    if trainer.is_world_process_zero():
-        (out_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-        _write_eval(out_path, metrics, summary["sparsity"])
+    if folder is not None:
+        (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        _write_eval(folder, metrics, summary["sparsity"])
     return summary
 
 
@@ -239,6 +338,7 @@ def evaluate(
     code runs only as :func:`~fineprune.loading.may_run_code` allows (``trust_remote_code``: the user's word).
     """
     model_dir = Path(model_dir)
+    outputs.check_complete(model_dir)
     graph = model_dir / ONNX_DIR / GRAPHS[backend] if backend != "torch" else None
     if graph is None and not (has_model(model_dir) or is_compressed_folder(model_dir)):
         raise UsageError(f"{model_dir}: no model here (expected {' or '.join((*MODEL_FILES, WEIGHTS_FILE))})")

@@ -15,14 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import transformers
-
 from fineprune.config import DistillationSection, RunConfig, build_config, load_config, read_yaml
 from fineprune.errors import UsageError
 from fineprune.loading import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, may_run_code
+from fineprune.outputs import is_nonempty, staging_path
 from fineprune.pruning.config import SCORED_METHODS, takes_scores_update
 from fineprune.report import MAIN_METRIC, percent
-from fineprune.run import train
+from fineprune.run import last_checkpoint, train
 
 SWEEP_METHODS = ("magnitude", "movement", "soft_movement", "l0")
 DENSE = "dense"
@@ -155,8 +154,8 @@ def _settings(config: RunConfig) -> dict[str, Any]:
 
 def _check_same_settings(run_dir: Path, config: RunConfig) -> None:
     """Refuse to skip or resume a run that was started with other settings: its numbers would not belong here."""
-    saved_path = run_dir / CONFIG_FILE
-    if not saved_path.is_file():
+    saved_path = next((p / CONFIG_FILE for p in (run_dir, staging_path(run_dir)) if (p / CONFIG_FILE).is_file()), None)
+    if saved_path is None:
         return
     saved, wanted = _settings(build_config(read_yaml(saved_path), str(saved_path))), _settings(config)
     for key in sorted(saved.keys() | wanted.keys()):
@@ -168,13 +167,15 @@ def _check_same_settings(run_dir: Path, config: RunConfig) -> None:
 
 
 def run_state(run_dir: Path) -> str:
-    """'done' (summary.json present), 'new' (no folder or empty), 'resume' (a checkpoint to continue from) or
-    'restart' (killed before its first checkpoint: nothing worth keeping)."""
+    """'done' (summary.json present), 'new' (nothing written), 'resume' (a checkpoint to continue from, in the run's
+    staging folder, or in the run folder for a run an older fineprune trained in place) or 'restart' (killed before
+    its first checkpoint: nothing worth keeping)."""
     if (run_dir / SUMMARY_FILE).is_file():
         return "done"
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+    written = [folder for folder in (staging_path(run_dir), run_dir) if is_nonempty(folder)]
+    if not written:
         return "new"
-    return "resume" if transformers.trainer_utils.get_last_checkpoint(str(run_dir)) else "restart"
+    return "resume" if any(last_checkpoint(folder) for folder in written) else "restart"
 
 
 # -- rows and tables ---------------------------------------------------------------------------------------------------
