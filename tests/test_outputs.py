@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,41 +67,74 @@ class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs."""
 
 
-@pytest.mark.parametrize("kill_before", range(4))
-def test_a_kill_at_each_step_of_the_swap_keeps_one_whole_folder(tmp_path, monkeypatch, kill_before):
-    """The swap is four file-system steps (unmark, old aside, new in, old deleted); kill before each, then let the
-    next writer recover: the target holds the old folder or the new one, and nothing else is left."""
-    target = tmp_path / "out"
-    target.mkdir()
-    (target / "model.txt").write_text("old")
-    staging = outputs.start(target, "export it again")
-    (staging / "model.txt").write_text("new")
-    steps = []
+@contextmanager
+def killed_before(step: int) -> Iterator[list[str]]:
+    """Kill the block before its ``step``-th file-system change (each rename, unlink, rmdir, shutil.rmtree's
+    included): yields the steps taken. The block must be killed: one that runs to its end fails."""
+    steps: list[str] = []
 
-    def step(function):
+    def counted(function):
         def run(*args, **kwargs):
-            if len(steps) == kill_before:
+            if len(steps) == step:
                 raise Killed
             steps.append(function.__name__)
             return function(*args, **kwargs)
 
         return run
 
-    with monkeypatch.context() as patch:
-        for owner, name in [(Path, "unlink"), (Path, "rename"), (outputs.shutil, "rmtree")]:
-            patch.setattr(owner, name, step(getattr(owner, name)))
-        with pytest.raises(Killed):
-            outputs.publish(staging, target)
-            raise Killed  # no kill came: the swap ran to its end
-    assert len(steps) == kill_before
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        for name in ("rename", "replace", "unlink", "rmdir"):
+            patch.setattr(os, name, counted(getattr(os, name)))
+        yield steps
+
+
+def old_and_staged(tmp_path: Path) -> tuple[Path, Path]:
+    """A target holding the old folder and a complete staging folder beside it, with a file and a subfolder."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "model.txt").write_text("old")
+    staging = outputs.start(target, "export it again")
+    (staging / "model.txt").write_text("new")
+    (staging / "onnx").mkdir()
+    (staging / "onnx" / "model.onnx").write_text("new")
+    return target, staging
+
+
+@pytest.mark.parametrize("kill_before", range(5))
+def test_a_kill_at_each_step_of_the_swap_keeps_one_whole_folder(tmp_path, kill_before):
+    """The swap is five file-system steps (unmark, old aside, new in, the old folder's file and folder deleted); kill
+    before each, then let the next writer recover: the target holds the old folder or the new one, nothing else."""
+    target, staging = old_and_staged(tmp_path)
+    with killed_before(kill_before):
+        outputs.publish(staging, target)
     with outputs.locked(target):
         outputs.recover(target)
-    expected = "old" if kill_before == 0 else "new"  # the commit is the first step
-    assert tree(target) == {"model.txt": expected}
-    assert leftovers(target) == ([".out.partial"] if kill_before == 0 else [])  # left to its job, still marked
-    if kill_before == 0:
+    if kill_before == 0:  # before the commit: the old folder stays, the staging folder is left to its job, marked
+        assert tree(target) == {"model.txt": "old"} and leftovers(target) == [".out.partial"]
         with pytest.raises(UsageError, match="unfinished"):
             outputs.check_complete(staging)
+    else:
+        assert tree(target) == {"model.txt": "new", "onnx/model.onnx": "new"} and leftovers(target) == []
+
+
+@pytest.mark.parametrize("kill_before", range(5))
+def test_a_staging_folder_killed_during_its_deletion_is_never_taken_for_complete(tmp_path, kill_before):
+    target, staging = old_and_staged(tmp_path)
+    with killed_before(kill_before):
+        outputs.discard(staging)
+    with outputs.locked(target):
+        outputs.recover(target)
+    assert tree(target) == {"model.txt": "old"}
+    assert not staging.exists() or (staging / outputs.PARTIAL_MARKER).is_file()
+
+
+def test_a_staging_folder_killed_before_its_mark_is_removed(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "model.txt").write_text("old")
+    outputs.staging_path(target).mkdir()  # made, not yet marked
+    outputs.recover(target)
+    assert tree(target) == {"model.txt": "old"} and leftovers(target) == []
 
 
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path):

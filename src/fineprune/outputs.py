@@ -5,7 +5,8 @@ written and how to go on; loaders refuse a folder so marked (:func:`check_comple
 mark is removed and the folder renamed into place; an earlier folder (``--overwrite``) is renamed aside
 (``.NAME.old``) just before and deleted just after, so a kill at any moment leaves the earlier folder or the new one
 whole. :func:`recover`, run by the next job that writes the same target, finishes or undoes a swap that a kill cut
-between its two renames.
+short. A staging folder without the mark counts as complete only when it holds files: the mark is written just after
+the folder is made, and a staging folder is deleted with its mark last.
 
 A lock beside the target, ``.NAME.lock``, keeps a second writer out: it is held with ``flock``, which the kernel
 releases when its holder dies (so a killed job's lock is taken over), and names its holder's pid for the message.
@@ -86,13 +87,17 @@ def locked(target: Path) -> Iterator[None]:
 
 
 def recover(target: Path) -> None:
-    """Put ``target`` back in order after a kill during :func:`publish`: a complete staging folder is moved in, an
-    earlier folder left aside is deleted once a newer one is in place, or renamed back if none is. Call it holding
-    the lock. A staging folder still marked unfinished is left to its job (resumed or started afresh)."""
+    """Put ``target`` back in order after a kill during :func:`publish`: a complete staging folder (unmarked, not
+    empty) is moved in, an earlier folder left aside is deleted once a newer one is in place, or renamed back if none
+    is. Call it holding the lock. A staging folder still marked unfinished is left to its job (resumed or started
+    afresh); an empty one (killed between making it and marking it) is removed."""
     staging, aside = staging_path(target), _aside_path(target)
     if staging.is_dir() and not (staging / PARTIAL_MARKER).exists():
-        _swap(staging, target)
-    elif aside.exists():
+        if any(staging.iterdir()):
+            _swap(staging, target)
+        else:
+            staging.rmdir()
+    if aside.exists():
         if target.exists():
             shutil.rmtree(aside)
         else:
@@ -109,10 +114,20 @@ def start(target: Path, note: str) -> Path:
     removed."""
     staging = staging_path(target)
     if staging.exists():
-        shutil.rmtree(staging)
+        discard(staging)
     staging.mkdir(parents=True)
     mark(staging, note)
     return staging
+
+
+def discard(staging: Path) -> None:
+    """Delete a staging folder, its mark last: killed half-way, it still reads as unfinished, never as complete."""
+    for path in staging.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.name != PARTIAL_MARKER:
+            path.unlink()
+    shutil.rmtree(staging)
 
 
 def publish(staging: Path, target: Path) -> None:
@@ -146,6 +161,6 @@ def writing(target: str | Path, overwrite: bool = False, note: str = "run its co
         try:
             yield staging
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            discard(staging)
             raise
         publish(staging, target)

@@ -1,0 +1,113 @@
+"""Jobs stopped at random moments: a killed `fineprune train`, export (each format) or decompress never leaves a folder
+that eval or export take for finished, nor loses the folder that --overwrite was replacing; Ctrl-C and SIGTERM stop a
+training run cleanly and say how to resume it.
+
+The jobs run in child processes forked from this one, which has imported torch and transformers already: a fresh
+interpreter takes seconds to import them on a busy machine, a fork starts the job at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import invoke
+from tiny_assets import one_thread, tiny_setup_fixture  # noqa: F401 (a fixture)
+
+from fineprune import outputs
+
+STEPS_PER_EPOCH = 6  # the tiny config: 45 training rows, batch 8
+
+
+def fork_cli(args: list, log: Path) -> int:
+    """Start `fineprune ARGS` in a forked child, its stdout and stderr into ``log``; returns its pid."""
+    from fineprune.cli import app
+
+    pid = os.fork()
+    if pid == 0:  # the child: run the command, then leave without running this process's exit handlers
+        code = 1
+        try:
+            sys.stdout = sys.stderr = open(log, "w", buffering=1)  # noqa: SIM115 (open until the child ends)
+            torch.set_num_threads(1)
+            app([str(a) for a in args], prog_name="fineprune")
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def wait_for(condition, pid: int, timeout: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail if the child ``pid`` ended first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the job ended before the moment it was to be stopped"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def exit_code(pid: int) -> int:
+    """The child's exit code, or minus the signal that ended it."""
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.fixture(name="tiny_config")
+def tiny_config_fixture(tiny_setup, tmp_path) -> Path:
+    """The tiny training config with 4 epochs (24 optimizer steps, a checkpoint per epoch) and its run in tmp_path."""
+    config = yaml.safe_load(tiny_setup["config"].read_text())
+    config["training"] |= {"num_train_epochs": 4, "output_dir": str(tmp_path / "run")}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_saves_a_checkpoint_and_says_how_to_resume(tiny_config, tmp_path, stop):
+    run, staging, log = tmp_path / "run", tmp_path / ".run.partial", tmp_path / "train.log"
+    pid = fork_cli(["train", "--config", tiny_config], log)
+    wait_for(lambda: outputs.staging_path(run).joinpath("checkpoint-6", "trainer_state.json").is_file(), pid)
+    os.kill(pid, stop)
+    assert exit_code(pid) == 128 + stop  # 143 for SIGTERM, 130 for Ctrl-C
+
+    lines = log.read_text().splitlines()
+    assert "Traceback" not in log.read_text()
+    last = re.fullmatch(rf"interrupted by {stop.name}: checkpoint-(\d+) saved; continue with `(.+)`", lines[-1])
+    assert last is not None, lines[-3:]
+    step, command = int(last[1]), last[2]
+    assert 6 < step < 4 * STEPS_PER_EPOCH  # the step under way when the signal came, not the last epoch's
+    assert (staging / f"checkpoint-{step}" / "trainer_state.json").is_file()
+    assert not run.exists()
+    error = invoke(["eval", run], exit_code=2)
+    where = f"(its files are in {staging})"
+    assert error == f"error: {run}: unfinished, its job was interrupted {where}: continue it with `{command}`\n"
+    if stop == signal.SIGINT:
+        return
+
+    words = shlex.split(command)
+    assert words[:2] == ["fineprune", "train"] and words[-1] == "--resume"
+    with one_thread():
+        invoke(words[1:])
+    summary = yaml.safe_load((run / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 4 * STEPS_PER_EPOCH
+    assert not staging.exists() and not (run / outputs.PARTIAL_MARKER).exists()
+    assert invoke(["eval", run])["accuracy"] == summary["metrics"]["accuracy"]
+
+
+def test_an_unfinished_run_is_resumed_or_replaced_not_mistaken_for_new(tiny_config, tmp_path):
+    """After a kill the plain command is refused (the checkpoints are worth keeping); --resume continues."""
+    run, log = tmp_path / "run", tmp_path / "train.log"
+    pid = fork_cli(["train", "--config", tiny_config], log)
+    wait_for(lambda: outputs.staging_path(run).joinpath("checkpoint-6", "trainer_state.json").is_file(), pid)
+    os.kill(pid, signal.SIGKILL)
+    assert exit_code(pid) == -signal.SIGKILL
+    error = invoke(["train", "--config", tiny_config], exit_code=2)
+    assert f"{run}: an unfinished run is in {tmp_path / '.run.partial'}: pass --resume to continue it" in error
