@@ -54,6 +54,8 @@ def finish(model: torch.nn.Module) -> torch.nn.Module:
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = SHARED / "data"
+# 5,000 MNLI pairs shipped with the repository (data/README.md): integration tests run from a clone alone.
+MNLI_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "mnli_sample.tsv.gz"
 
 TINY = {"vocab_size": 99, "num_labels": 3}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DATA, minilm_path
+from conftest import MNLI_SAMPLE, minilm_path
 from tiny_assets import mnli_rows, one_thread, tiny_setup_fixture, write_mnli_tsv  # noqa: F401 (fixture by name)
 from typer.testing import CliRunner
 
@@ -43,7 +43,7 @@ training:
 @pytest.fixture
 def base(tmp_path):
     def write(text: str | None = None, **fields) -> str:
-        values = {"model": "unused", "data": DATA / "mnli" / "dev_matched.tsv.gz", "out": tmp_path / "run"} | fields
+        values = {"model": "unused", "data": MNLI_SAMPLE, "out": tmp_path / "run"} | fields
         path = tmp_path / "config.yaml"
         path.write_text((text or BASE).format(**values))
         return str(path)

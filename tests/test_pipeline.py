@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import DATA, minilm_path
+from conftest import MNLI_SAMPLE, minilm_path
 from typer.testing import CliRunner
 
 from fineprune.cli import app
@@ -54,7 +54,7 @@ def invoke(args: list[str]) -> dict:
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     config = root / "mnli.yaml"
-    config.write_text(CONFIG.format(model=minilm_path(), data=DATA / "mnli" / "dev_matched.tsv.gz", out=root))
+    config.write_text(CONFIG.format(model=minilm_path(), data=MNLI_SAMPLE, out=root))
     invoke(["train", "--config", str(config)])  # the dense model: also the teacher
     return root, config
 

@@ -7,7 +7,11 @@ import pytest
 from conftest import DATA, minilm_path
 from test_pipeline import invoke
 
-pytestmark = pytest.mark.integration
+SQUAD_DEV = DATA / "squad" / "dev-v1.1.json.gz"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not SQUAD_DEV.is_file(), reason="../shared/data is not present"),
+]
 
 CONFIG = """
 model:
@@ -38,7 +42,7 @@ training:
 def test_squad_train_export_eval(tmp_path):
     config = tmp_path / "squad.yaml"
     run, out = tmp_path / "run", tmp_path / "export"
-    config.write_text(CONFIG.format(model=minilm_path(), data=DATA / "squad" / "dev-v1.1.json.gz", out=run))
+    config.write_text(CONFIG.format(model=minilm_path(), data=SQUAD_DEV, out=run))
     invoke(["train", "--config", str(config)])
     summary = json.loads((run / "summary.json").read_text())
     assert abs(summary["sparsity"]["density"] - 0.1) <= 0.01
