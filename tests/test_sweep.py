@@ -204,7 +204,8 @@ def test_parse_lists():
 )
 def test_a_cell_drops_a_scores_update_its_method_cannot_take(update, method, kept, from_weights):
     base = {"method": "movement", "scope": "local", "final_density": 0.1, "scores_update": update}
-    cell = pruning_for(base, method, 0.03)
+    cell, changes = pruning_for(base, method, 0.03)
+    assert len(changes) == (kept != update) + from_weights
     expected = {"method": method, "scope": "local", "final_density": 0.03, "scores_update": kept}
     assert cell == expected | ({"scores_init_from_weights": True} if from_weights else {})
     PruningConfig(**cell)  # every cell of a base config that ships PLATON is a valid config
@@ -232,3 +233,19 @@ def test_cli_sweep_rejects_a_bad_list(tiny_setup, tmp_path, option, value, messa
     assert result.output.strip().splitlines() == [result.output.strip()]
     assert result.output.startswith(message)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("method", ["soft_movement", "l0"])
+def test_a_structured_per_kind_base_serves_the_methods_without_top_v(method):
+    """configs/mnli_structured.yaml (PLATON, per-kind budget) as the base: the cell becomes a valid config."""
+    shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "mnli_structured.yaml")
+    cell, changes = pruning_for(shipped.pruning.model_dump(mode="json"), method, 0.1)
+    assert (cell["group_budget"], cell["scores_update"], cell["structure"]) == ("shared", "adamw", "heads_neurons")
+    assert changes == [
+        f"scores_update platon -> adamw ({method} cannot take platon)",
+        "scores_init_from_weights -> true (its scores start from |W|, as PLATON's do)",
+        f"group_budget per_kind -> shared ({method} has no Top-v budget to split)",
+    ]
+    PruningConfig(**cell)
+    kept, _ = pruning_for(shipped.pruning.model_dump(mode="json"), "magnitude", 0.1)
+    assert kept["group_budget"] == "per_kind"  # magnitude ranks by Top-v: its per-kind budget stays

@@ -279,6 +279,7 @@ def sweep(
         progress=typer.echo,
         seeds=seed_list,
         trust_remote_code=trust_remote_code,
+        notice=lambda text: typer.echo(f"note: {text}", err=True),
     )
     typer.echo(f"\n{(folder / 'results.md').read_text()}\nresults: {folder / 'results.csv'}, {folder / 'results.md'}")
 

@@ -19,7 +19,7 @@ from fineprune.config import DistillationSection, RunConfig, build_config, load_
 from fineprune.errors import UsageError
 from fineprune.loading import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, may_run_code
 from fineprune.outputs import is_nonempty, staging_path
-from fineprune.pruning.config import SCORED_METHODS, takes_scores_update
+from fineprune.pruning.config import SCORED_METHODS, TOPV_METHODS, takes_scores_update
 from fineprune.report import MAIN_METRIC, percent
 from fineprune.run import last_checkpoint, train
 
@@ -109,22 +109,30 @@ def _variant(
     return build_config(data, f"{source} ({run_dir.name})")
 
 
-def pruning_for(base: dict[str, Any], method: str, density: float) -> dict[str, Any]:
-    """The base pruning section for one (method, density) cell of the sweep.
+def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict[str, Any], list[str]]:
+    """The base pruning section for one (method, density) cell of the sweep, and what it changed of the base's
+    settings to fit the method (one sentence each, for the user to read).
 
     A scores update the method cannot take (platon ranks movement's Top-v; magnitude has no scores) falls back to
     adamw, so that one base config, such as a movement config that ships PLATON, serves the paper's whole comparison.
     Soft movement and L0 falling back from platon also start their scores from |W|: what keeps the weights' size
     in their scores as PLATON does in movement's (without it they ended one class in 3 of 10 runs of 750 updates on
-    the MNLI split; docs/results.md).
+    the MNLI split; docs/results.md). A per-kind budget splits Top-v's budget, so the methods without Top-v (soft
+    movement, L0) share one budget between heads and neurons instead.
     """
     pruning = base | {"method": method, "final_density": density}
+    changes = []
     rule = pruning.get("scores_update", "adamw")
     if not takes_scores_update(method, rule):
         pruning["scores_update"] = "adamw"
-        if rule == "platon" and method in SCORED_METHODS:
+        changes.append(f"scores_update {rule} -> adamw ({method} cannot take {rule})")
+        if rule == "platon" and method in SCORED_METHODS and not pruning.get("scores_init_from_weights"):
             pruning["scores_init_from_weights"] = True
-    return pruning
+            changes.append("scores_init_from_weights -> true (its scores start from |W|, as PLATON's do)")
+    if pruning.get("group_budget", "shared") != "shared" and method not in TOPV_METHODS:
+        changes.append(f"group_budget {pruning['group_budget']} -> shared ({method} has no Top-v budget to split)")
+        pruning["group_budget"] = "shared"
+    return pruning, changes
 
 
 def _distillation(base: RunConfig, teacher: Path) -> dict:
@@ -303,13 +311,15 @@ def sweep(
     progress: Callable[[str], None] = print,
     seeds: list[int] | None = None,
     trust_remote_code: bool = False,
+    notice: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train the dense model (unless `distill_from` gives one), then every (method, density) run, into `out`.
 
     Every run uses the base config's training settings (so the same number of updates) and pruning settings,
     with its own method and ``final_density`` (soft_movement / l0 are steered to it); with `distill`, pruned runs
     learn from the dense model. With `seeds`, all of it is trained once per training seed (the first seed's dense
-    model is the teacher) and each table cell gives the mean and spread. Returns the rows of ``out/results.csv``;
+    model is the teacher) and each table cell gives the mean and spread. What a cell changes of the base's pruning
+    settings to fit its method goes to `notice`, before anything trains. Returns the rows of ``out/results.csv``;
     also writes ``out/results.md``. ``trust_remote_code``: the model's and the teacher's folders may run their own
     code (see fineprune.loading).
     """
@@ -328,14 +338,19 @@ def sweep(
     # Every config is built and checked before anything trains: a bad combination fails now, not hours in.
     plan: list[tuple[Path, RunConfig]] = []
     distillation = _distillation(base, teacher) if distill else None
+    announced: set[str] = set()
     for seed in seed_list:
         if distill_from is None:
             run_dir = out / run_name("none", None, seed)
             plan.append((run_dir, _variant(base, source, run_dir, {"method": "none"}, None, seed)))
         for method in methods:
             for density in densities:
-                pruning = pruning_for(base.pruning.model_dump(mode="json"), method, density)
+                pruning, changes = pruning_for(base.pruning.model_dump(mode="json"), method, density)
                 run_dir = out / run_name(method, density, seed)
+                if method not in announced:
+                    announced.add(method)
+                    for change in changes:
+                        notice(f"{method} runs: {change}")
                 plan.append((run_dir, _variant(base, source, run_dir, pruning, distillation, seed)))
     for run_dir, config in plan:
         _check_same_settings(run_dir, config)
