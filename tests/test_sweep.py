@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from tiny_assets import one_thread, tiny_setup_fixture, tiny_sweep_fixture  # noqa: F401 (pytest fixtures, used by name)
 from typer.testing import CliRunner
 
@@ -170,6 +171,30 @@ def test_a_cell_over_seeds_shows_the_mean_and_the_population_spread():
 def test_a_finished_run_with_other_settings_is_not_reused(tiny_setup, tiny_sweep):
     with pytest.raises(UsageError, match=r"dense was started with training\.num_train_epochs=2"):
         sweep(tiny_setup["config"], ["magnitude"], [0.5], tiny_sweep["out"], overrides=["training.num_train_epochs=3"])
+
+
+def test_a_finished_run_is_reused_from_a_config_with_relative_paths(tiny_setup, tiny_sweep, monkeypatch):
+    """The run folder saves its data and model paths absolute; the same sweep from a config with relative paths,
+    run in the config's folder, is the same sweep: nothing retrains."""
+    monkeypatch.chdir(tiny_setup["root"])
+    relative = tiny_setup["root"] / "relative.yaml"
+    data = yaml.safe_load(tiny_setup["config"].read_text())
+    data["model"]["name_or_path"] = tiny_setup["model"].name
+    data["task"]["train_file"] = tiny_setup["train_file"].name
+    relative.write_text(yaml.safe_dump(data))
+    lines: list[str] = []
+    rows = sweep(relative, ["magnitude", "movement"], [0.5], tiny_sweep["out"], progress=lines.append)
+    assert not [line for line in lines if "training" in line]
+    assert [row["run_dir"] for row in rows] == [row["run_dir"] for row in tiny_sweep["rows"]]
+
+
+def test_qa_cells_are_already_in_percent():
+    rows = [
+        {"task": "squad", "method": "none", "target_density": 1.0, "density": 1.0, "f1": 65.74},
+        {"task": "squad", "method": "movement", "target_density": 0.1, "density": 0.1, "f1": 43.22},
+    ]
+    table = results_table(rows, ["movement"], "header")
+    assert "| squad (f1) | 10% | 43.2 |" in table
 
 
 def test_parse_lists():

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fineprune.config import DistillationSection, RunConfig, build_config, load_config, read_yaml
+from fineprune.config import (
+    DistillationSection,
+    RunConfig,
+    build_config,
+    load_config,
+    read_yaml,
+    with_absolute_paths,
+)
 from fineprune.errors import UsageError
 from fineprune.loading import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, may_run_code
 from fineprune.outputs import is_nonempty, staging_path
@@ -28,6 +35,10 @@ DENSE = "dense"
 DENSITY_TOLERANCE = 0.005  # reached density this far from the target is shown in the table
 # Paths differ between machines and folders without changing what a run trains, so they do not count.
 _PATH_KEYS = (("training", "output_dir"), ("distillation", "teacher"))
+PERCENT_TASKS = (
+    "squad",
+    "qa",
+)  # extractive QA's EM and F1 come in % (as SQuAD's script gives them), the rest as fractions
 _LEADING = ("task", "method", "target_density", "density")  # results.csv columns before the metrics
 _TRAILING = ("seed", "distilled", "run_dir", "runtime_s")  # and after them
 
@@ -142,8 +153,9 @@ def _distillation(base: RunConfig, teacher: Path) -> dict:
 
 
 def _settings(config: RunConfig) -> dict[str, Any]:
-    """What makes two runs the same run: the config without its paths, flattened to dotted keys."""
-    data = config.model_dump(mode="json")
+    """What makes two runs the same run: the config without its output paths, its data and model paths absolute
+    (as the run folder saves them), flattened to dotted keys."""
+    data = with_absolute_paths(config).model_dump(mode="json")
     for section, key in _PATH_KEYS:
         if isinstance(data.get(section), dict):
             data[section].pop(key, None)
@@ -227,7 +239,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def _cell(rows: list[dict[str, Any]], metric: str) -> str:
     """The main metric in % (one decimal, as the paper) of one cell's runs: their mean, ± the population standard
     deviation over seeds when there are several, and the densities reached that missed the target."""
-    values = [100 * row[metric] for row in rows if row.get(metric) is not None]
+    values = [row[metric] * (1 if row["task"] in PERCENT_TASKS else 100) for row in rows if row.get(metric) is not None]
     if not values:
         return "–"
     cell = f"{statistics.fmean(values):.1f}"
