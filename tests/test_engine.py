@@ -167,6 +167,26 @@ def test_masks_follow_each_optimizer_step_and_are_cached_between(batch, fused):
         assert all(torch.equal(m.bool(), e) for m, e in zip(pruner.binary_masks(), expected))
 
 
+@pytest.mark.parametrize("structure", ["unstructured", "heads_neurons"])
+def test_cached_masks_take_a_byte_per_weight_and_group_masks_a_vector(batch, structure):
+    """The masks the pruner keeps: booleans, one byte per weight; for heads and neurons a broadcast view of one
+    row or column per matrix. The model computes with them exactly as with float masks."""
+    model = fp.prepare(tiny_model("bert"), config("movement", structure=structure)).train()
+    pruner = fp.get_pruner(finish(model))
+    masks = pruner.binary_masks()
+    storage = {m.untyped_storage().data_ptr(): m.untyped_storage().nbytes() for m in masks}
+    weights = sum(m.numel() for m in masks)
+    assert all(m.dtype == torch.bool for m in masks)
+    if structure == "unstructured":
+        assert sum(storage.values()) == weights
+    else:
+        assert sum(storage.values()) == sum(m.shape[0] if m.stride(1) == 0 else m.shape[1] for m in masks)
+    for linear, mask in zip(pruner.linears, masks, strict=True):
+        original = linear.parametrizations.weight.original
+        assert torch.equal(linear.weight, original * mask.float())
+    assert not all(bool(m.all()) for m in masks)
+
+
 def test_fused_adamw_step_then_save_and_load_give_the_same_masks(tmp_path):
     """The audit's reproduction: one fused AdamW step, save_pretrained, load_pruned: the masks must agree."""
     torch.manual_seed(0)

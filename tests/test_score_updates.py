@@ -15,6 +15,7 @@ from transformers import TrainerCallback, TrainingArguments
 import fineprune as fp
 from fineprune.config import build_config
 from fineprune.errors import UsageError
+from fineprune.pruning.masks import keep_count
 from fineprune.pruning.score_updates import update_scores
 from fineprune.training.callbacks import PruningCallback
 from fineprune.training.trainer import PruningTrainer
@@ -127,6 +128,63 @@ def test_platon_moving_averages_after_three_steps(block):
             (masked.scores, average * uncertainty),
         ]:
             np.testing.assert_allclose(got.detach().double().numpy(), expected, rtol=1e-4, atol=1e-6 * expected.max())
+
+
+def straightforward_platon(grad, average, uncertainty):
+    """PLATON's update with a new tensor for each intermediate, as first written: the engine's in-place update must
+    give exactly these bits."""
+    importance = grad.abs()
+    average = (average * B1).add(importance, alpha=1 - B1)
+    uncertainty = (uncertainty * B2).add((importance - average).abs(), alpha=1 - B2)
+    return average, uncertainty, average * uncertainty
+
+
+def topv_by_sorting(scores: list[torch.Tensor], density: float, scope: str) -> list[torch.Tensor]:
+    """Top-v by a full stable descending sort: the highest scores, ties to the earlier position."""
+
+    def top(flat: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(flat.numel(), dtype=torch.bool)
+        mask[flat.sort(descending=True, stable=True).indices[: keep_count(density, flat.numel())]] = True
+        return mask
+
+    if scope == "local":
+        return [top(s.reshape(-1)).view_as(s) for s in scores]
+    flat = top(torch.cat([s.reshape(-1) for s in scores]))
+    return [m.view_as(s) for m, s in zip(flat.split([s.numel() for s in scores]), scores, strict=True)]
+
+
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_platon_masks_over_steps_are_bit_for_bit_the_reference(scope):
+    """Eight optimizer steps through the cubic schedule: PLATON's averages and scores are exactly the
+    straightforward update's, the masks exactly a sorted Top-v of those scores, and the weights the model uses
+    exactly W times that mask."""
+    model = no_dropout(tiny_model("bert")).train()
+    fp.prepare(model, movement("platon", scope=scope, final_density=0.2, warmup_steps=1, cooldown_steps=2))
+    pruner = fp.get_pruner(model)
+    optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.endswith("scores")], lr=1e-2)
+    seen = set()
+    for t, batch in enumerate(batches(8)):
+        pruner.set_step(t, 8)
+        model(**batch).loss.backward()
+        expected = [
+            straightforward_platon(m.scores.grad, m.importance_average, m.importance_uncertainty)
+            for m in pruner.parametrizations
+        ]
+        update_scores(pruner.parametrizations, pruner.config, 0.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        for masked, (average, uncertainty, scores) in zip(pruner.parametrizations, expected, strict=True):
+            assert torch.equal(masked.importance_average, average)
+            assert torch.equal(masked.importance_uncertainty, uncertainty)
+            assert torch.equal(masked.scores, scores)
+        pruner.set_step(t + 1, 8)
+        scores = [m.scores.detach() for m in pruner.parametrizations]
+        reference = topv_by_sorting(scores, pruner.schedule_value, scope)
+        for mask, want, linear in zip(pruner.binary_masks(), reference, pruner.linears, strict=True):
+            assert torch.equal(mask, want)
+            assert torch.equal(linear.weight, linear.parametrizations.weight.original * want.float())
+        seen.add(b"".join(m.numpy().tobytes() for m in reference))
+    assert len(seen) >= 6  # the masks moved with the scores and the schedule: the comparison is not vacuous
 
 
 def test_platon_state_survives_save_and_load(tmp_path):

@@ -59,9 +59,10 @@ class GroupSlice:
         return values.reshape(values.shape[0], count, self.width).sum((0, 2))
 
     def expand(self, per_group: Tensor, shape: torch.Size) -> Tensor:
-        """One value per group -> one per weight of the matrix (a new, contiguous tensor)."""
+        """One value per group -> one per weight of the matrix: a broadcast view of one row or column, so that a
+        matrix's mask costs a vector's memory, not a matrix's."""
         spread = per_group.repeat_interleave(self.width)
-        return (spread[:, None] if self.axis == 0 else spread[None, :]).expand(shape).contiguous()
+        return (spread[:, None] if self.axis == 0 else spread[None, :]).expand(shape)
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,8 @@ class GroupLayout:
         return per_set
 
     def matrix_masks(self, group_masks: list[Tensor], weights: list[Tensor]) -> list[Tensor]:
-        """Group masks per set -> the weight-level mask of every matrix, in the weights' dtype."""
-        return [
-            piece.expand(group_masks[i], w.shape).to(w.dtype)
-            for w, (i, piece) in zip(weights, self.of_matrix, strict=True)
-        ]
+        """Boolean group masks per set -> the weight-level mask of every matrix (broadcast views)."""
+        return [piece.expand(group_masks[i], w.shape) for w, (i, piece) in zip(weights, self.of_matrix, strict=True)]
 
     def set_scores(self, matrix_scores: list[Tensor | None]) -> list[Tensor]:
         """The learned scores of each set (held by its owner matrix), from the per-matrix list."""

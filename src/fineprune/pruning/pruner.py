@@ -191,8 +191,10 @@ class Pruner(nn.Module):
 
     def binary_masks(self) -> list[Tensor]:
         """The deterministic binary masks of the current state: what evaluation and export apply, and training too
-        for every method but L0. Cached until the clock moves, an optimizer steps, a score (a weight for magnitude)
-        is changed in place or replaced, or :meth:`invalidate` is called."""
+        for every method but L0. Boolean, one byte per weight (``weight * mask`` gives the same values as a float
+        mask, and a quarter of its memory); with structure heads_neurons a broadcast view of the group masks, which
+        costs no memory per weight. Cached until the clock moves, an optimizer steps, a score (a weight for
+        magnitude) is changed in place or replaced, or :meth:`invalidate` is called."""
         held = [p.scores for p in self.parametrizations if p.scores is not None]
         tracked = self._weights() if not self.method.uses_scores else held
         key = (
@@ -229,8 +231,7 @@ class Pruner(nn.Module):
                 [s.detach() if s is not None else s for s in scores],
                 self._selection(training=False),
             )
-        block = self.config.block_shape
-        return [expand_mask(m, block).to(w.dtype) for m, w in zip(group_masks, weights, strict=True)]
+        return [expand_mask(m, self.config.block_shape) for m in group_masks]
 
     def density(self) -> float:
         """Fraction of the pruned weights kept by the binary masks now."""

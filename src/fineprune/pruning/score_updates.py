@@ -47,11 +47,15 @@ def sgd_step(scores: Tensor, grad: Tensor, lr: float) -> None:
 
 
 def platon_step(scores: Tensor, grad: Tensor, average: Tensor, uncertainty: Tensor, beta1: float, beta2: float) -> None:
-    """PLATON's update, in place: the importance's moving average and its uncertainty, then ``S = I_bar * U``."""
-    importance = grad.abs()
+    """PLATON's update, in place: the importance's moving average and its uncertainty, then ``S = I_bar * U``.
+
+    It overwrites ``grad`` (the gradient is dropped after the update): no temporary as large as the scores.
+    """
+    importance = grad.abs_()
     average.mul_(beta1).add_(importance, alpha=1 - beta1)
-    uncertainty.mul_(beta2).add_((importance - average).abs_(), alpha=1 - beta2)
-    scores.copy_(average * uncertainty)
+    deviation = importance.sub_(average).abs_()
+    uncertainty.mul_(beta2).add_(deviation, alpha=1 - beta2)
+    torch.mul(average, uncertainty, out=scores)
 
 
 @torch.no_grad()
