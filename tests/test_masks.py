@@ -167,6 +167,31 @@ def test_kth_smallest_is_exact_on_large_tensors(values, fraction):
     assert kth_smallest(values, j) == values.sort().values[j - 1]
 
 
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_topv_masks_of_many_matrices_are_a_sorted_top_v(scope):
+    """Local Top-v selects the matrices of one size together (as the rows of one tensor): each must still get its own
+    exact Top-v, ties to the earlier position, above and below the size where the sampled bracket starts."""
+    generator = torch.Generator().manual_seed(4)
+    shapes = [(300, 300), (300, 300), (200, 450), (300, 300), (40, 50), (50, 40)]
+    scores = [torch.randn(shape, generator=generator) for shape in shapes]
+    scores[1] = scores[1].mul(3).round()  # heavy ties
+    scores[4] = scores[4].round()
+    density = 0.17
+
+    def sorted_top_v(values: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(values.numel(), dtype=torch.bool)
+        mask[values.sort(descending=True, stable=True).indices[: keep_count(density, values.numel())]] = True
+        return mask
+
+    if scope == "local":
+        expected = [sorted_top_v(s.flatten()).view_as(s) for s in scores]
+    else:
+        flat = sorted_top_v(torch.cat([s.flatten() for s in scores]))
+        expected = [m.view_as(s) for m, s in zip(flat.split([s.numel() for s in scores]), scores, strict=True)]
+    for got, want in zip(topv_masks(scores, density, scope), expected, strict=True):
+        assert torch.equal(got, want)
+
+
 def test_topv_on_large_tensor_keeps_exact_count_and_the_largest():
     scores = torch.randn(500, 400, generator=torch.Generator().manual_seed(3))
     mask = topv_mask(scores, 6000)
