@@ -17,9 +17,15 @@ import yaml
 from conftest import ARCHS, TINY, invoke, lively, tiny_model
 from onnx import numpy_helper
 from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
-from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForQuestionAnswering,
+    BertTokenizerFast,
+)
 
 from fineprune.export.onnx import export_onnx
+from fineprune.inputs import input_names, random_inputs
 
 
 def run_graph(path: Path, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
@@ -142,6 +148,95 @@ def test_compact_folder_gets_graphs_of_the_model_it_came_from(tmp_path):
         expected = model(**inputs).logits.numpy()
     (got,) = run_graph(tmp_path / "onnx" / "model.onnx", inputs)
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def large_logits_model() -> torch.nn.Module:
+    """The lively tiny BERT with its classifier scaled so that its largest logit is 200 on the export's check
+    inputs: float32 rounding alone then differs by about 2.6e-4 between the graph and torch."""
+    model = lively(tiny_model("bert"))
+    check = random_inputs(input_names(model), TINY["vocab_size"], 3, 11, seed=1, pad_last=4)
+    with torch.no_grad():
+        scale = 200 / model(**check).logits.abs().max()
+        model.classifier.weight.mul_(scale)
+        model.classifier.bias.mul_(scale)
+    return model
+
+
+def test_large_logits_pass_within_a_tolerance_relative_to_their_scale(tmp_path):
+    model = large_logits_model()
+    report = export_onnx(model, tmp_path, quantize=False)
+    assert 1e-4 < report["onnx_max_abs_error"] <= 1e-4 + 1e-5 * 200  # past an absolute 1e-4, within 1e-4 + 1e-5 x 200
+    inputs = padded_batch(4, 23, segments=True)
+    with torch.no_grad():
+        expected = model(**inputs).logits.numpy()
+    (got,) = run_graph(tmp_path / "onnx" / "model.onnx", inputs)
+    assert np.abs(got - expected).max() <= 1e-4 + 1e-5 * np.abs(expected).max()
+
+
+class NudgedSession:
+    """An ONNX Runtime session whose first output's first value is moved by ``factor`` times the tolerance of that
+    output (1e-4 + 1e-5 x its largest |value|)."""
+
+    def __init__(self, session: onnxruntime.InferenceSession, factor: float):
+        self.session, self.factor = session, factor
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+    def run(self, names, feeds) -> list[np.ndarray]:
+        outputs = self.session.run(names, feeds)
+        outputs[0].flat[0] += self.factor * (1e-4 + 1e-5 * np.abs(outputs[0]).max())
+        return outputs
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_graph_beyond_the_tolerance_is_refused_in_one_line(tmp_path, monkeypatch, factor):
+    """A graph off by 0.9 of the tolerance is written; off by 1.1 of it, the export is refused and the graph
+    deleted."""
+    from fineprune import onnx_inference
+
+    large_logits_model().save_pretrained(tmp_path)
+    opened = onnx_inference.open_session
+    monkeypatch.setattr(onnx_inference, "open_session", lambda graph: NudgedSession(opened(graph), factor))
+    if factor < 1:
+        report = invoke(["export", tmp_path, "--onnx"])
+        assert 1e-4 < report["onnx_max_abs_error"] < 1e-4 + 1e-5 * 200
+        return
+    error = invoke(["export", tmp_path, "--onnx"], exit_code=2)
+    lines = error.strip().splitlines()  # transformers' progress bar comes first, when the folder is loaded
+    assert lines[-1].startswith("error: ") and sum(line.startswith("error:") for line in lines) == 1
+    assert "output logits of the graph differs from BertForSequenceClassification in torch by" in lines[-1]
+    assert "1e-05 x max|logits| 200" in lines[-1]
+    assert not (tmp_path / "onnx" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_folders_give_an_fp32_graph_of_the_fp32_model(tmp_path, dtype):
+    """A folder saved in bf16 or fp16 gets an fp32 graph (inputs int64; outputs, weights and casts fp32 only) that
+    gives the logits of its weights in fp32; the model exported is left in its dtype."""
+    model = lively(tiny_model("bert")).to(dtype)
+    model.save_pretrained(tmp_path)
+    assert invoke(["export", tmp_path, "--onnx"])["onnx_max_abs_error"] <= 1e-4
+    export_onnx(model, tmp_path / "again", quantize=False)
+    assert next(model.parameters()).dtype == dtype
+
+    graph = onnx.load(tmp_path / "onnx" / "model.onnx")
+    int64, fp32 = onnx.TensorProto.INT64, onnx.TensorProto.FLOAT
+    assert {i.type.tensor_type.elem_type for i in graph.graph.input} == {int64}
+    assert {o.type.tensor_type.elem_type for o in graph.graph.output} == {fp32}
+    floating = [
+        i for i in graph.graph.initializer if i.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.BOOL)
+    ]
+    assert floating and {i.data_type for i in floating} == {fp32}
+    casts = {a.i for node in graph.graph.node if node.op_type == "Cast" for a in node.attribute if a.name == "to"}
+    assert not casts & {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+    in_fp32 = AutoModelForSequenceClassification.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    inputs = padded_batch(4, 23, segments=True)
+    with torch.no_grad():
+        expected = in_fp32(**inputs).logits.numpy()
+    (got,) = run_graph(tmp_path / "onnx" / "model.onnx", inputs)
+    assert got.dtype == np.float32 and np.abs(got - expected).max() <= 1e-4
 
 
 # -- the command line: classification ---------------------------------------------------------------------------------
