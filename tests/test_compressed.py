@@ -15,12 +15,23 @@ import yaml
 from conftest import ARCHS, invoke, tiny_model
 from safetensors import safe_open
 from safetensors.numpy import save_file
-from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
+from tiny_assets import (
+    assert_same_predictions,
+    base_config,
+    mnli_eval_features,
+    mnli_rows,
+    one_thread,
+    row_logits,
+    vocabulary,
+    write_mnli_tsv,
+    write_tiny_bert,
+)
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForMaskedLM
 
 import fineprune as fp
 from fineprune.export.compressed import (
     WEIGHTS_FILE,
+    checksum,
     decode_sparse,
     encode_sparse,
     export_compressed,
@@ -215,11 +226,31 @@ def compressed(tmp_path) -> Path:
     return tmp_path / "compressed"
 
 
-def rewrite_metadata(file: Path, **changes: str) -> None:
+def rewrite_metadata(file: Path, rehash: bool = False, drop: str | None = None, **changes: str) -> None:
+    """Change (or ``drop``) entries of the file's metadata; with ``rehash``, its sha256 made to fit the change."""
     with safe_open(str(file), framework="np") as reader:
         parts = {name: reader.get_tensor(name) for name in reader.keys()}  # noqa: SIM118
         metadata = reader.metadata() | changes
+    metadata.pop(drop, None)
+    if rehash:
+        metadata["sha256"] = checksum(metadata["manifest"], parts)
     save_file(parts, str(file), metadata=metadata)
+
+
+def edit_manifest(file: Path, edit, rehash: bool) -> None:
+    """Apply ``edit`` to the manifest's tensors (name -> entry) of the file."""
+    with safe_open(str(file), framework="np") as reader:
+        manifest = json.loads(reader.metadata()["manifest"])
+    edit(manifest["tensors"])
+    rewrite_metadata(file, rehash=rehash, manifest=json.dumps(manifest, separators=(",", ":")))
+
+
+QUERY = "bert.encoder.layer.0.attention.self.query.weight"  # stored as bitmask + int8
+MANIFEST_EDITS = {
+    "shape": lambda tensors: tensors[QUERY].update(shape=[32, 31]),
+    "encoding": lambda tensors: tensors[QUERY].update(encoding="copy"),
+    "dropped": lambda tensors: tensors.pop(QUERY),
+}
 
 
 def damage(folder: Path, how: str) -> None:
@@ -231,8 +262,15 @@ def damage(folder: Path, how: str) -> None:
         header = 8 + struct.unpack("<Q", data[:8])[0]
         data[header + (len(data) - header) // 2] ^= 0x01  # one bit in the middle of the tensors
         file.write_bytes(data)
-    elif how == "version":
-        rewrite_metadata(file, format_version="2")
+    elif how.startswith("version"):
+        version = how.removeprefix("version ")
+        rewrite_metadata(file, drop="format_version") if version == "none" else rewrite_metadata(
+            file, format_version=version
+        )
+    elif how == "sha256":
+        rewrite_metadata(file, sha256="0" * 64)
+    elif how.startswith("manifest"):  # "manifest EDIT" keeps the sha256 of the original; "... rehashed" fits it
+        edit_manifest(file, MANIFEST_EDITS[how.split()[1]], rehash=how.endswith("rehashed"))
     elif how == "format":
         rewrite_metadata(file, format="something.else")
     elif how == "stock":
@@ -248,7 +286,21 @@ def damage(folder: Path, how: str) -> None:
         ("stock", "not a compressed export (no model.compressed.safetensors"),
         ("truncated", "not a readable safetensors file"),
         ("altered", "checksum mismatch"),
-        ("version", "format version '2'; this fineprune reads version 1"),
+        ("version 2", "format version 2, written by a newer fineprune; this one reads version 1: upgrade"),
+        (
+            "version 0",
+            "format version '0' is not one fineprune writes (this one reads version 1): the file was altered",
+        ),
+        ("version 1.5", "format version '1.5' is not one fineprune writes"),
+        ("version none", "no format version (this one reads version 1): the file was altered"),
+        ("sha256", "checksum mismatch"),
+        ("manifest shape", "checksum mismatch"),
+        ("manifest shape rehashed", f"cannot decode: {QUERY}: a bitmask of 992 positions takes 124 bytes, not 128"),
+        ("manifest encoding rehashed", f"cannot decode: {QUERY}: 'data' missing"),
+        (
+            "manifest dropped rehashed",
+            f"the weights do not fit BertForSequenceClassification: {{'missing_keys': ['{QUERY}']",
+        ),
         ("format", "not a fineprune compressed file"),
         ("config", "the weights do not fit BertForSequenceClassification"),
     ],
@@ -276,13 +328,13 @@ def test_decompress_never_overwrites_without_overwrite(compressed, tmp_path):
 # -- the command line: export --compress -> eval -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mnli_run(tmp_path_factory) -> dict[str, Path]:
-    """A tiny BERT fine-pruned to 50% with movement on a tiny MNLI TSV (a few seconds)."""
+    """A tiny lively BERT (tiny_assets.write_tiny_bert) fine-pruned to 50% with movement on a tiny MNLI TSV."""
     from fineprune.config import load_config
     from fineprune.run import train
 
     root = tmp_path_factory.mktemp("compressed_mnli")
     rows = mnli_rows()
-    model = write_tiny_bert(root / "dense", vocabulary(rows))
+    model = write_tiny_bert(root / "dense", vocabulary(rows), lively=True)
     config = base_config(model, write_mnli_tsv(root / "mnli.tsv", rows), root / "run")
     config["training"]["save_strategy"] = "no"
     (root / "config.yaml").write_text(yaml.safe_dump(config))
@@ -313,7 +365,16 @@ def test_export_compress_then_eval(mnli_run, tmp_path):
     from_baked = invoke(["eval", tmp_path / "baked"])
     assert from_compressed["accuracy"] == from_stock["accuracy"]
     assert from_compressed["density"] == from_stock["density"] == pytest.approx(baked["density"], abs=1e-12)
-    assert abs(from_compressed["accuracy"] - from_baked["accuracy"]) <= 0.1  # 15 eval pairs: at most one flips
+    # the compressed model (int8 values) gives the baked model's predictions over the task's features: its accuracy
+    task, tokenizer, features = mnli_eval_features(folder)
+    expected = row_logits(
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "baked").eval(),
+        features,
+        tokenizer.model_input_names,
+    )
+    assert_same_predictions(row_logits(fp.load_compressed(folder), features, tokenizer.model_input_names), expected)
+    accuracy = float((expected.argmax(axis=1) == np.array(features["labels"])).mean())
+    assert from_compressed["accuracy"] == from_baked["accuracy"] == pytest.approx(accuracy)
     assert "fineprune decompress" not in (tmp_path / "stock" / "README.md").read_text()
     assert "library_name: transformers" in (tmp_path / "stock" / "README.md").read_text()
 

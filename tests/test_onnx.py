@@ -16,7 +16,17 @@ import torch
 import yaml
 from conftest import ARCHS, TINY, invoke, lively, tiny_model
 from onnx import numpy_helper
-from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
+from tiny_assets import (
+    assert_same_predictions,
+    base_config,
+    mnli_eval_features,
+    mnli_rows,
+    one_thread,
+    row_logits,
+    vocabulary,
+    write_mnli_tsv,
+    write_tiny_bert,
+)
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
@@ -242,14 +252,15 @@ def test_half_precision_folders_give_an_fp32_graph_of_the_fp32_model(tmp_path, d
 # -- the command line: classification ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mnli(tmp_path_factory):
-    """A tiny BERT folder with a config (MNLI TSV), and a run fine-pruned from it to 50% with movement."""
+    """A tiny lively BERT folder (tiny_assets.write_tiny_bert) with a config (MNLI TSV), and a run fine-pruned from it
+    to 50% with movement."""
     from fineprune.config import load_config
     from fineprune.run import train
 
     root = tmp_path_factory.mktemp("onnx_mnli")
     rows = mnli_rows()
     data = write_mnli_tsv(root / "mnli.tsv", rows)
-    model = write_tiny_bert(root / "dense", vocabulary(rows))
+    model = write_tiny_bert(root / "dense", vocabulary(rows), lively=True)
     config = base_config(model, data, root / "run")
     config["training"]["save_strategy"] = "no"
     (model / "fineprune_config.yaml").write_text(yaml.safe_dump(config))
@@ -274,35 +285,29 @@ def test_export_onnx_of_a_stock_folder_in_place(mnli, tmp_path):
 
 
 def test_baked_export_with_onnx_evaluates_like_torch(mnli):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from fineprune.config import load_config
     from fineprune.onnx_inference import open_session, predict
-    from fineprune.tasks import get_task
 
     out = mnli["root"] / "export"
     report = invoke(["export", mnli["run"], "--bake-masks", "--onnx", "--out", out])
     assert report["density"] == pytest.approx(0.5, abs=0.01) and report["onnx_max_abs_error"] <= 1e-4
 
-    # the graph's logits over the task's own features equal the baked torch model's, row by row
-    config = load_config(out / "fineprune_config.yaml")
-    task, tokenizer = get_task("mnli"), AutoTokenizer.from_pretrained(str(out))
-    features = task.prepare(config, tokenizer).eval
-    (logits,) = predict(open_session(out / "onnx" / "model.onnx"), task.model_inputs(features), tokenizer, 4)
+    # over the task's own features, in batches of 4: the fp32 graph's logits are the baked torch model's, row by row;
+    # the int8 graph's are close enough to give the same predictions
+    task, tokenizer, features = mnli_eval_features(out)
     model = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
-    with torch.no_grad():
-        expected = [
-            model(**{k: torch.tensor([row[k]]) for k in tokenizer.model_input_names}).logits[0] for row in features
-        ]
-    assert np.abs(logits - torch.stack(expected).numpy()).max() <= 1e-4
+    expected = row_logits(model, features, tokenizer.model_input_names)
+    (fp32,) = predict(open_session(out / "onnx" / "model.onnx"), task.model_inputs(features), tokenizer, 4)
+    (int8,) = predict(open_session(out / "onnx" / "model_quantized.onnx"), task.model_inputs(features), tokenizer, 4)
+    assert np.abs(fp32 - expected).max() <= 1e-4
+    assert_same_predictions(int8, expected)
+    accuracy = float((expected.argmax(axis=1) == np.array(features["labels"])).mean())
 
     from_torch = invoke(["eval", out])
     from_graph = invoke(["eval", out, "--onnx"])
     from_int8 = invoke(["eval", out, "--onnx-quantized"])
     assert from_torch["backend"] == "torch" and from_graph["backend"] == "onnx"
     assert from_int8["backend"] == "onnx-quantized" and from_int8["graph"].endswith("model_quantized.onnx")
-    assert from_graph["accuracy"] == from_torch["accuracy"]
-    assert 0 <= from_int8["accuracy"] <= 1
+    assert from_torch["accuracy"] == from_graph["accuracy"] == from_int8["accuracy"] == pytest.approx(accuracy)
     assert json.loads((out / "eval_results.json").read_text())["backend"] == "torch"  # not overwritten
     assert json.loads((out / "eval_results_onnx.json").read_text()) == from_graph
 
@@ -321,6 +326,7 @@ def test_baked_export_with_onnx_evaluates_like_torch(mnli):
 def test_structured_run_compact_onnx_evaluates_like_the_run(mnli):
     """The deployment path of the README: train heads and neurons, export --compact --onnx, eval each graph."""
     from fineprune.config import load_config
+    from fineprune.onnx_inference import open_session, predict
     from fineprune.run import train
 
     config = yaml.safe_load((mnli["dense"] / "fineprune_config.yaml").read_text())
@@ -334,7 +340,13 @@ def test_structured_run_compact_onnx_evaluates_like_the_run(mnli):
     assert report["compact"]["heads"] < report["compact"]["heads_before"]
     assert report["onnx_max_abs_error"] <= 1e-4
     assert invoke(["eval", out, "--onnx"])["accuracy"] == summary["metrics"]["accuracy"]
-    assert 0 <= invoke(["eval", out, "--onnx-quantized"])["accuracy"] <= 1
+
+    # the int8 graph of the compact model gives the compact torch model's predictions, and so the run's accuracy
+    task, tokenizer, features = mnli_eval_features(out)
+    model = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True).eval()
+    (int8,) = predict(open_session(out / "onnx" / "model_quantized.onnx"), task.model_inputs(features), tokenizer, 4)
+    assert_same_predictions(int8, row_logits(model, features, tokenizer.model_input_names))
+    assert invoke(["eval", out, "--onnx-quantized"])["accuracy"] == summary["metrics"]["accuracy"]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -50,8 +51,9 @@ def write_mnli_tsv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
     return path
 
 
-def write_tiny_bert(folder: Path, vocab: list[str]) -> Path:
-    """A random 2-layer BERT classifier and a WordPiece tokenizer over `vocab`, saved as one model folder."""
+def write_tiny_bert(folder: Path, vocab: list[str], lively: bool = False) -> Path:
+    """A random 2-layer BERT classifier and a WordPiece tokenizer over `vocab`, saved as one model folder; ``lively``:
+    its matrices scaled by 10 (conftest.lively), so that a wrong weight moves the logits past their margins."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
@@ -64,7 +66,12 @@ def write_tiny_bert(folder: Path, vocab: list[str]) -> Path:
         vocab_size=len(tokenizer),
         num_labels=3,
     )
-    BertForSequenceClassification(config).save_pretrained(folder)
+    model = BertForSequenceClassification(config)
+    if lively:
+        from conftest import lively as scale_matrices
+
+        scale_matrices(model)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -86,6 +93,32 @@ def base_config(model_dir: Path, train_file: Path, output_dir: Path) -> dict:
             "disable_tqdm": True,
         },
     }
+
+
+def mnli_eval_features(folder: Path) -> tuple[Any, Any, Any]:
+    """(task, tokenizer, eval features) of the MNLI config and tokenizer in an exported folder."""
+    from transformers import AutoTokenizer
+
+    from fineprune.config import load_config
+    from fineprune.tasks import get_task
+
+    task, tokenizer = get_task("mnli"), AutoTokenizer.from_pretrained(str(folder))
+    return task, tokenizer, task.prepare(load_config(folder / "fineprune_config.yaml"), tokenizer).eval
+
+
+def row_logits(model: torch.nn.Module, features, input_names: list[str]) -> np.ndarray:
+    """The torch model's logits over the features, one row at a time (no padding)."""
+    with torch.no_grad():
+        rows = [model(**{k: torch.tensor([row[k]]) for k in input_names}).logits[0] for row in features]
+    return torch.stack(rows).numpy()
+
+
+def assert_same_predictions(logits: np.ndarray, expected: np.ndarray) -> None:
+    """Each row of ``logits`` within half of the expected row's margin (its top logit minus the next), so that every
+    prediction is the same: a tolerance as tight as the predictions allow, not a fixed one."""
+    top_two = np.sort(expected, axis=1)[:, -2:]
+    assert (np.abs(logits - expected).max(axis=1) < (top_two[:, 1] - top_two[:, 0]) / 2).all()
+    assert (logits.argmax(axis=1) == expected.argmax(axis=1)).all()
 
 
 @contextmanager

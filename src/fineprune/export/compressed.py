@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Collection
 from pathlib import Path
@@ -187,11 +188,16 @@ def decode_state(manifest: dict[str, dict], parts: dict[str, np.ndarray]) -> dic
     for stored, array in parts.items():
         name, _, part = stored.rpartition(":")
         by_tensor.setdefault(name, {})[part] = array
-    state = {
-        name: _decode_tensor(entry, by_tensor.get(name, {}))
-        for name, entry in manifest.items()
-        if entry["encoding"] != "alias"
-    }
+    state = {}
+    for name, entry in manifest.items():
+        if entry.get("encoding") == "alias":
+            continue
+        try:
+            state[name] = _decode_tensor(entry, by_tensor.get(name, {}))
+        except KeyError as missing:  # a field of its manifest entry, or a stored part its encoding needs
+            raise ValueError(f"{name}: {missing} missing") from None
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
     return state | {name: state[entry["of"]] for name, entry in manifest.items() if entry["encoding"] == "alias"}
 
 
@@ -349,10 +355,7 @@ def read_compressed(folder: str | Path) -> dict[str, torch.Tensor]:
     if metadata.get("format") != FORMAT_NAME:
         raise UsageError(f"{file}: not a fineprune compressed file (its format is {metadata.get('format')!r})")
     if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise UsageError(
-            f"{file}: format version {metadata.get('format_version')!r}; this fineprune reads version "
-            f"{FORMAT_VERSION} (a newer fineprune wrote it?)"
-        )
+        raise UsageError(f"{file}: {_version_refusal(metadata.get('format_version'))}")
     header = metadata.get("manifest", "")
     if metadata.get("sha256") != checksum(header, parts):
         raise UsageError(f"{file}: checksum mismatch: the file is damaged or was altered")
@@ -361,6 +364,18 @@ def read_compressed(folder: str | Path) -> dict[str, torch.Tensor]:
         return decode_state(layout["tensors"], unzstd_parts(parts, layout["zstd"]))
     except (ValueError, KeyError, zstandard.ZstdError) as error:
         raise UsageError(f"{file}: cannot decode: {error}") from None
+
+
+def _version_refusal(version: str | None) -> str:
+    """Why a file's format version is not read: a later one is a newer fineprune's; any other (none, '0', '1.5')
+    is no version fineprune ever wrote."""
+    if version is not None and re.fullmatch(r"[0-9]+", version) and int(version) > FORMAT_VERSION:
+        return (
+            f"format version {version}, written by a newer fineprune; this one reads version {FORMAT_VERSION}: "
+            "upgrade fineprune to read it"
+        )
+    stated = "no format version" if version is None else f"format version {version!r} is not one fineprune writes"
+    return f"{stated} (this one reads version {FORMAT_VERSION}): the file was altered or not written by fineprune"
 
 
 def load_compressed(folder: str | Path) -> PreTrainedModel:
