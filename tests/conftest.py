@@ -91,6 +91,17 @@ def lively(model: torch.nn.Module, scale: float = 10.0) -> torch.nn.Module:
     return model
 
 
+def with_biases(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every Linear layer a random bias (N(0, 1), reproducibly): the stock initialisation leaves them all zero,
+    and a computation that drops a bias then looks right."""
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator))
+    return model
+
+
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)

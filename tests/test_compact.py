@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ARCHS, finish, invoke, lively, tiny_model
+from conftest import ARCHS, finish, invoke, lively, tiny_model, with_biases
 from tiny_assets import base_config, mnli_rows, one_thread, vocabulary, write_mnli_tsv, write_tiny_bert
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForQuestionAnswering
 
@@ -59,7 +59,7 @@ def kept_groups_from_masks(model: torch.nn.Module) -> list[dict]:
             or o[:, h * HEAD_DIM : (h + 1) * HEAD_DIM].any()
         ]
         neurons = [j for j in range(FFN) if f_in[j].any() or f_out[:, j].any()]
-        plan.append({"heads": heads or [0], "neurons": neurons or [0]})
+        plan.append({"heads": heads, "neurons": neurons or [0]})
     return plan
 
 
@@ -80,9 +80,14 @@ def test_compact_model_equals_the_masked_model(arch, method, batch):
     assert [len(layer["heads"]) for layer in expected_plan] != [HEADS, HEADS]  # something was removed
     layers = layouts.encoder_layers(smaller)
     for block, layer in zip(layers, expected_plan, strict=True):
-        q, _, _, o, f_in, f_out = (block.get_submodule(p) for p in layouts.block_linears(block))
-        assert q.weight.shape == (len(layer["heads"]) * HEAD_DIM, 32) and o.weight.shape == (32, q.out_features)
+        linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
+        f_in, f_out = linears[-2:]
         assert f_in.out_features == f_out.in_features == len(layer["neurons"])
+        if not layer["heads"]:  # no attention left: only the FFN's two Linear layers (see the test below)
+            assert len(linears) == 2
+            continue
+        q, _, _, o, _, _ = (block.get_submodule(p) for p in layouts.block_linears(block))
+        assert q.weight.shape == (len(layer["heads"]) * HEAD_DIM, 32) and o.weight.shape == (32, q.out_features)
         attention = layouts.attention_module(block, layouts.block_linears(block))
         counts = [getattr(attention, a) for a in layouts.HEAD_COUNT_ATTRIBUTES if hasattr(attention, a)]
         assert counts == [len(layer["heads"])]
@@ -111,7 +116,8 @@ def zero_groups(
 @pytest.mark.parametrize("arch", ARCHS)
 def test_only_groups_empty_in_every_matrix_are_removed(arch, batch):
     """A stock model with hand-made zeros: a head zero in Q, K, V only or in the output only stays, a head zero
-    everywhere goes; the same for neurons; a layer whose groups are all empty keeps its first one."""
+    everywhere goes; the same for neurons; a layer whose heads are all empty keeps none, whose neurons are all empty
+    keeps its first one."""
     model = tiny(arch)
     zero_groups(model, 0, heads=[1, 3], heads_in_qkv=[2], heads_in_output=[0], neurons=[5, 9], neurons_in=[7])
     zero_groups(model, 0, neurons_out=[11])
@@ -119,10 +125,41 @@ def test_only_groups_empty_in_every_matrix_are_removed(arch, batch):
     plan = compact_plan(model)
     assert plan == [
         {"heads": [0, 2], "neurons": [j for j in range(FFN) if j not in (5, 9)]},
-        {"heads": [0], "neurons": [0]},
+        {"heads": [], "neurons": [0]},
     ]
     smaller = compact(model)
     assert (logits_of(smaller, batch) - logits_of(model, batch)).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_layer_without_heads_loses_its_attention(arch, batch):
+    """Layer 1's heads all empty (their biases are not): the compact layer keeps no query, key, value or attention
+    output weights, only that output's bias, which is all the masked layer's attention adds; the heads count as
+    none, and the density counts the removed weights as pruned."""
+    from fineprune.export.compact import summary
+    from fineprune.pruning.stats import weight_density
+
+    model = with_biases(tiny(arch))
+    zero_groups(model, 0, heads=[2], neurons=[3])
+    zero_groups(model, 1, heads=range(HEADS))
+    smaller = compact(model)
+    assert (logits_of(smaller, batch) - logits_of(model, batch)).abs().max() <= TOLERANCE
+    report = summary(model, smaller)
+    assert report["heads"] == 3 and [layer["heads"] for layer in report["layers"]] == [3, 0]
+    assert weight_density(smaller) == weight_density(model)
+
+    hidden = 32  # removed: layer 1's Q, K, V (weights, biases) and attention-output weights; layer 0's head 2, neuron 3
+    removed = 3 * (hidden * hidden + hidden) + hidden * hidden
+    removed += 3 * (HEAD_DIM * hidden + HEAD_DIM) + hidden * HEAD_DIM + (hidden + 1) + hidden
+    assert sum(p.numel() for p in smaller.parameters()) == sum(p.numel() for p in model.parameters()) - removed
+    stock, block = layouts.encoder_layers(model)[1], layouts.encoder_layers(smaller)[1]
+    paths = layouts.block_linears(stock)
+    assert [name for name, m in block.named_modules() if isinstance(m, torch.nn.Linear)] == [
+        paths.ffn_in,
+        paths.ffn_out,
+    ]
+    output = paths.attention_output
+    assert torch.equal(block.get_submodule(output).bias, stock.get_submodule(output).bias)
 
 
 def test_mpnet_layers_keep_their_own_heads_of_the_shared_position_bias(batch):
@@ -170,14 +207,20 @@ def tiny_qa_model() -> torch.nn.Module:
 
 
 def test_folders_load_with_trust_remote_code_without_fineprune(tmp_path, batch):
+    """Pruned models of every architecture, a question-answering one, and each architecture with a layer that keeps
+    no head."""
     models = {arch: pruned(tiny(arch), "movement") for arch in ARCHS} | {"bert_qa": pruned(tiny_qa_model(), "movement")}
+    models = {name: fp.bake(model) for name, model in models.items()}
+    for arch in ARCHS:
+        models[f"{arch}_headless"] = with_biases(tiny(arch))
+        zero_groups(models[f"{arch}_headless"], 1, heads=range(HEADS))
     expected, folders = {}, {}
     for name, model in models.items():
         with torch.no_grad():
             result = model(**batch)
         expected[name] = {k: v for k, v in result.items() if k.endswith("logits")}
         folders[name] = str(tmp_path / name)
-        save_compact(compact(fp.bake(model)), Path(folders[name]))
+        save_compact(compact(model), Path(folders[name]))
     env = os.environ | {"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
     args = [sys.executable, "-c", LOAD_WITHOUT_FINEPRUNE, json.dumps(folders), json.dumps(batch["input_ids"].tolist())]
     done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)

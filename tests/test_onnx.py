@@ -14,7 +14,7 @@ import onnxruntime
 import pytest
 import torch
 import yaml
-from conftest import ARCHS, TINY, invoke, lively, tiny_model
+from conftest import ARCHS, TINY, invoke, lively, tiny_model, with_biases
 from onnx import numpy_helper
 from tiny_assets import (
     assert_same_predictions,
@@ -158,6 +158,33 @@ def test_compact_folder_gets_graphs_of_the_model_it_came_from(tmp_path):
         expected = model(**inputs).logits.numpy()
     (got,) = run_graph(tmp_path / "onnx" / "model.onnx", inputs)
     assert np.abs(got - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_compact_folder_with_a_layer_without_heads_gets_its_graphs(tmp_path, arch):
+    """A compact layer that keeps no head (its attention replaced, see export.compact_modeling) traces into graphs
+    that give the stock model's logits, with one quantized product per Linear layer left."""
+    from fineprune import layouts
+    from fineprune.export.compact import compact, save_compact
+
+    model = with_biases(lively(tiny_model(arch)))
+    block = layouts.encoder_layers(model)[1]
+    paths = layouts.block_linears(block)
+    with torch.no_grad():  # every head of layer 1 empty; its biases are not
+        for path in (paths.query, paths.key, paths.value, paths.attention_output):
+            block.get_submodule(path).weight.zero_()
+    smaller = compact(model)
+    save_compact(smaller, tmp_path)
+    assert invoke(["export", tmp_path, "--onnx"])["onnx_max_abs_error"] <= 1e-4
+    inputs = padded_batch(4, 23, segments=arch in ("bert", "roberta"))
+    with torch.no_grad():
+        expected = model(**inputs).logits.numpy()
+    (got,) = run_graph(tmp_path / "onnx" / "model.onnx", inputs)
+    assert np.abs(got - expected).max() <= 1e-4
+    int8 = onnx.load(tmp_path / "onnx" / "model_quantized.onnx")
+    linears = sum(isinstance(m, torch.nn.Linear) for m in smaller.modules())
+    assert linears == 6 + 2 + 2  # layer 0's six, layer 1's FFN, the head's two (pooler or dense, then the output)
+    assert sum(node.op_type == "MatMulInteger" for node in int8.graph.node) == linears
 
 
 def large_logits_model() -> torch.nn.Module:

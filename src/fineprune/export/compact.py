@@ -3,8 +3,9 @@
 A head is empty when its rows of query, key and value and its columns of the attention output are all zero; a neuron
 when its row of FFN-in and its column of FFN-out are. Such a group adds nothing to the layer's output whatever its
 biases (its output columns are zero), so removing it changes no logit beyond float rounding; no other group is
-removed. A layer whose heads (neurons) are all empty keeps its first one, all zeros, so that every layer still runs
-in the stock code.
+removed. A layer whose heads are all empty loses its attention: what it adds to the residual stream is then the
+attention output's bias alone (``NoHeads`` and ``BiasOnly`` in :mod:`fineprune.export.compact_modeling`). A layer
+whose neurons are all empty keeps its first one, all zeros, so that its FFN still runs in the stock code.
 
 The folder holds the stock weights of the smaller shapes, a ``config.json`` with the per-layer head indices and FFN
 widths (``fineprune_compact``) and an ``auto_map``, and ``modeling_fineprune_compact.py``
@@ -38,13 +39,13 @@ def _nonzero_groups(weight: Tensor, axis: int, width: int) -> Tensor:
 
 
 def _kept(nonempty: Tensor) -> list[int]:
-    """Indices of the nonempty groups; the first group if none is."""
-    kept = nonempty.nonzero().flatten().tolist()
-    return kept or [0]
+    """Indices of the nonempty groups."""
+    return nonempty.nonzero().flatten().tolist()
 
 
 def compact_plan(model: nn.Module) -> list[dict]:
-    """Per encoder layer, the groups that stay: ``{"heads": [head indices], "neurons": [FFN neuron indices]}``."""
+    """Per encoder layer, the groups that stay: ``{"heads": [head indices], "neurons": [FFN neuron indices]}``
+    (heads possibly none; neurons at least the first)."""
     heads = config_heads(model.config)
     plan = []
     for number, block in enumerate(encoder_layers(model)):
@@ -57,7 +58,7 @@ def compact_plan(model: nn.Module) -> list[dict]:
         for projection in (q, k, v):
             nonempty_heads |= _nonzero_groups(projection, 0, head_dim)
         nonempty_neurons = _nonzero_groups(ffn_in, 0, 1) | _nonzero_groups(ffn_out, 1, 1)
-        plan.append({"heads": _kept(nonempty_heads), "neurons": _kept(nonempty_neurons)})
+        plan.append({"heads": _kept(nonempty_heads), "neurons": _kept(nonempty_neurons) or [0]})
     return plan
 
 
@@ -75,8 +76,13 @@ def _compact_state(model: nn.Module, plan: list[dict]) -> dict[str, Tensor]:
         prefix = prefixes[id(block)]
         head_dim = block.get_submodule(paths.query).out_features // heads
         head_rows, neurons = _rows(layer["heads"], head_dim), torch.tensor(layer["neurons"], dtype=torch.long)
-        cuts = [(p, head_rows, 0) for p in paths[:3]] + [(paths.attention_output, head_rows, 1)]
-        cuts += [(paths.ffn_in, neurons, 0), (paths.ffn_out, neurons, 1)]
+        cuts = [(paths.ffn_in, neurons, 0), (paths.ffn_out, neurons, 1)]
+        if layer["heads"]:
+            cuts += [(p, head_rows, 0) for p in paths[:3]] + [(paths.attention_output, head_rows, 1)]
+        else:  # no attention: only the attention output's bias stays
+            gone = [f"{prefix}.{p}.{kind}" for p in paths[:3] for kind in ("weight", "bias")]
+            for key in [*gone, f"{prefix}.{paths.attention_output}.weight"]:
+                state.pop(key, None)
         for path, index, axis in cuts:
             key = f"{prefix}.{path}"
             state[f"{key}.weight"] = state[f"{key}.weight"].index_select(axis, index)
@@ -108,11 +114,18 @@ def compact(model: PreTrainedModel) -> PreTrainedModel:
         raise UsageError("this model is already compact")
     plan = compact_plan(model)
     config = copy.deepcopy(model.config)
-    widths = [block.get_submodule(block_linears(block).ffn_in).out_features for block in encoder_layers(model)]
-    layers = [
-        {"heads": p["heads"], "ffn_width": len(p["neurons"]), "stock_ffn_width": width}
-        for p, width in zip(plan, widths, strict=True)
-    ]
+    heads, layers = config_heads(model.config), []
+    for kept, block in zip(plan, encoder_layers(model), strict=True):
+        paths = block_linears(block)
+        query, ffn_in = block.get_submodule(paths.query), block.get_submodule(paths.ffn_in)
+        layers.append(
+            {
+                "heads": kept["heads"],
+                "head_dim": query.out_features // heads,  # a layer that keeps no head says it too
+                "ffn_width": len(kept["neurons"]),
+                "stock_ffn_width": ffn_in.out_features,
+            }
+        )
     setattr(config, COMPACT_KEY, layers)
     config.auto_map = auto_map(model)
     smaller = compact_modeling.compact_class(type(model))(config)

@@ -6,7 +6,9 @@ written in place of its import (:mod:`fineprune.export.modeling_file`), so the f
 transformers: it loads on a machine without fineprune, with ``AutoModelFor*.from_pretrained(DIR,
 trust_remote_code=True)``. Nothing here is written for one architecture. The model is built by the stock class, then,
 in every encoder layer, the six Linear layers (found by type, order and shape, not by name) get their compact shapes
-from ``config.json`` and the attention module its head count; the weights are loaded afterwards as usual.
+from ``config.json`` and the attention module its head count; the weights are loaded afterwards as usual. A layer
+that keeps no head has no attention to compute: its attention module becomes :class:`NoHeads` and its attention
+output :class:`BiasOnly`, what that Linear gives when every head's columns are zero.
 
 ``config.json`` holds ``fineprune_compact``: one entry per encoder layer, ``{"heads": [original indices of the
 heads kept], "ffn_width": neurons kept}``, and ``auto_map`` names ``Compact<StockClass>`` (for example
@@ -24,6 +26,7 @@ from torch import nn
 from fineprune.layouts import (
     COMPACT_KEY,
     HEAD_COUNT_ATTRIBUTES,
+    BlockLinears,
     attention_module,
     block_linears,
     config_heads,
@@ -33,14 +36,19 @@ from fineprune.layouts import (
 CLASS_PREFIX = "Compact"
 
 
+def _put(block: nn.Module, path: str, module: nn.Module) -> None:
+    """Put ``module`` where ``path`` (relative to the block) is."""
+    parent, _, name = path.rpartition(".")
+    setattr(block.get_submodule(parent), name, module)
+
+
 def _replace(block: nn.Module, path: str, in_features: int, out_features: int) -> None:
     """Put an uninitialised Linear of the given shape where ``path`` is (same bias, device and dtype)."""
     old = block.get_submodule(path)
     new = nn.Linear(
         in_features, out_features, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype
     )
-    parent, _, name = path.rpartition(".")
-    setattr(block.get_submodule(parent) if parent else block, name, new)
+    _put(block, path, new)
 
 
 def _select_bias_heads(attention: nn.Module, heads: list[int], total_heads: int) -> None:
@@ -66,20 +74,64 @@ def _select_bias_heads(attention: nn.Module, heads: list[int], total_heads: int)
     attention.register_forward_pre_hook(keep_heads, with_kwargs=True)
 
 
+class BiasOnly(nn.Module):
+    """A Linear whose weights are all zero: its bias (zeros if it has none) at every position of its input."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        if linear.bias is None:
+            self.register_buffer("bias", linear.weight.new_zeros(linear.out_features), persistent=False)
+        else:
+            self.bias = nn.Parameter(torch.empty_like(linear.bias))  # loaded with the other weights
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*hidden_states.shape[:-1], -1)
+
+
+class NoHeads(nn.Module):
+    """The attention module of a layer that keeps no head: no query, key or value. It gives back ``(output, None)``
+    as the stock module gives (output, attention weights): its own attention output (a BiasOnly) when it owns it,
+    else its input, which the attention output outside it (a BiasOnly) reads only the shape of."""
+
+    def __init__(self, first_argument: str, attention_output: str | None):
+        super().__init__()
+        self.first_argument, self.attention_output = first_argument, attention_output
+
+    def forward(self, *args, **kwargs) -> tuple[torch.Tensor, None]:
+        hidden_states = args[0] if args else kwargs[self.first_argument]
+        if self.attention_output is None:
+            return hidden_states, None
+        return self.get_submodule(self.attention_output)(hidden_states), None
+
+
+def _drop_attention(block: nn.Module, linears: BlockLinears) -> None:
+    """Replace the attention of a block that keeps no head by NoHeads, and its attention output by BiasOnly."""
+    owner, _, _ = linears.query.rpartition(".")
+    first_argument = next(iter(inspect.signature(block.get_submodule(owner).forward).parameters))
+    inside = linears.attention_output.startswith(owner + ".")
+    bias_only = BiasOnly(block.get_submodule(linears.attention_output))
+    _put(block, owner, NoHeads(first_argument, linears.attention_output[len(owner) + 1 :] if inside else None))
+    _put(block, linears.attention_output, bias_only)
+
+
 def shrink_block(block: nn.Module, heads: list[int], ffn_width: int, total_heads: int) -> None:
-    """Give one block its compact shapes: ``len(heads)`` heads (original indices ``heads``) and ``ffn_width``
-    neurons. The Linear layers are replaced by uninitialised ones; the caller loads their weights."""
+    """Give one block its compact shapes: ``len(heads)`` heads (original indices ``heads``; none: no attention) and
+    ``ffn_width`` neurons. The Linear layers are replaced by uninitialised ones; the caller loads their weights."""
     linears = block_linears(block)
     if linears is None:
         raise ValueError(f"{type(block).__name__} is not an encoder block with six Linear layers")
+    ffn_in = block.get_submodule(linears.ffn_in)
+    _replace(block, linears.ffn_in, ffn_in.in_features, ffn_width)
+    _replace(block, linears.ffn_out, ffn_width, ffn_in.in_features)
+    if not heads:
+        _drop_attention(block, linears)
+        return
     query = block.get_submodule(linears.query)
     hidden, head_dim = query.in_features, query.out_features // total_heads
     width = len(heads) * head_dim
     for path in (linears.query, linears.key, linears.value):
         _replace(block, path, hidden, width)
     _replace(block, linears.attention_output, width, hidden)
-    _replace(block, linears.ffn_in, hidden, ffn_width)
-    _replace(block, linears.ffn_out, ffn_width, hidden)
     attention = attention_module(block, linears)
     for name in HEAD_COUNT_ATTRIBUTES:
         if hasattr(attention, name):

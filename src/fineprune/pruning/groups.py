@@ -292,10 +292,11 @@ def removed_weights(model: nn.Module) -> int:
     plan = getattr(getattr(model, "config", None), COMPACT_KEY, None)
     if not plan:
         return 0
-    stock_heads, removed = config_heads(model.config), 0
+    stock_heads, hidden, removed = config_heads(model.config), model.config.hidden_size, 0
     for block, layer in zip(encoder_layers(model), plan, strict=True):
-        query = block.get_submodule(block_linears(block).query)
-        head_dim, hidden = query.out_features // len(layer["heads"]), query.in_features
+        head_dim = layer.get("head_dim")
+        if head_dim is None:  # exported before a layer could keep no head: every layer has a query to read it from
+            head_dim = block.get_submodule(block_linears(block).query).out_features // len(layer["heads"])
         removed += (stock_heads - len(layer["heads"])) * 4 * head_dim * hidden
         removed += (layer["stock_ffn_width"] - layer["ffn_width"]) * 2 * hidden
     return removed
