@@ -9,6 +9,7 @@ interpreter takes seconds to import them on a busy machine, a fork starts the jo
 from __future__ import annotations
 
 import os
+import random
 import re
 import shlex
 import signal
@@ -111,3 +112,69 @@ def test_an_unfinished_run_is_resumed_or_replaced_not_mistaken_for_new(tiny_conf
     assert exit_code(pid) == -signal.SIGKILL
     error = invoke(["train", "--config", tiny_config], exit_code=2)
     assert f"{run}: an unfinished run is in {tmp_path / '.run.partial'}: pass --resume to continue it" in error
+
+
+# -- SIGKILL at random moments -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", name="finished")
+def finished_fixture(tiny_setup, tmp_path_factory) -> dict[str, Path]:
+    """A finished tiny pruned run and its compressed export (decompress reads it), written in this process."""
+    from fineprune.config import load_config
+    from fineprune.run import train
+
+    root = tmp_path_factory.mktemp("finished")
+    with one_thread():
+        train(load_config(tiny_setup["config"]), output_dir=str(root / "run"))
+    invoke(["export", root / "run", "--compress", "--out", root / "compressed"])
+    return {"config": tiny_setup["config"], "run": root / "run", "compressed": root / "compressed"}
+
+
+JOBS = {  # each job's command, writing into the folder OUT
+    "train": ["train", "--config", "{config}", "--output-dir", "{out}"],
+    "bake": ["export", "{run}", "--bake-masks", "--out", "{out}"],
+    "compact": ["export", "{run}", "--compact", "--out", "{out}"],
+    "onnx": ["export", "{run}", "--onnx", "--out", "{out}"],
+    "compress": ["export", "{run}", "--compress", "--out", "{out}"],
+    "decompress": ["decompress", "{compressed}", "--out", "{out}"],
+}
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_a_job_killed_at_random_moments_leaves_no_folder_taken_for_finished(job, finished, tmp_path):
+    """The job writes its folder once in full (the earlier output, and how long the job takes); then it is killed
+    (SIGKILL) after a random part of that time, once replacing the earlier output with --overwrite, once writing a
+    new folder. The earlier output is still there, byte for byte, or was replaced whole; a new folder is absent
+    (eval and export refuse it) or whole. Meanwhile a second writer of the same folder is refused."""
+    rng, log = random.Random(job), tmp_path / "job.log"
+    command = [word.format(**finished, out="{out}") for word in JOBS[job]]
+
+    out, began = tmp_path / "out", time.monotonic()
+    assert exit_code(fork_cli([word.format(out=out) for word in command], log)) == 0, log.read_text()[-2000:]
+    took, earlier = time.monotonic() - began, files(out)
+
+    for target, extra in [(out, ["--overwrite"]), (tmp_path / "new", [])]:
+        args = [word.format(out=target) for word in command] + extra
+        began = time.monotonic()
+        pid = fork_cli(args, log)
+        lock = target.parent / f".{target.name}.lock"
+        wait_for(lambda: lock.is_file() and lock.read_text() == f"{pid}\n", pid)  # noqa: B023 (called at once)
+        error = invoke(args, exit_code=2)
+        assert f"{target} is being written by another process (pid {pid}, lock {lock})" in error
+        time.sleep(max(0.0, rng.uniform(0, took) - (time.monotonic() - began)))
+        os.kill(pid, signal.SIGKILL)
+        finished_writing = exit_code(pid) == 0  # the kill came after the job's end
+
+        staging = outputs.staging_path(target)
+        if extra and files(target) == earlier:
+            continue  # the earlier output, intact
+        if target.exists():  # a new folder in place, whole: every file of the job's, its staging folder moved there
+            assert sorted(files(target)) == sorted(earlier) and not staging.exists()
+            continue
+        assert not extra and not finished_writing
+        for folder in (target, staging):
+            for words in (["eval", folder], ["export", folder, "--onnx"]):
+                error = invoke(words, exit_code=2)
+                assert "unfinished, its job was interrupted" in error if staging.exists() else "no " in error

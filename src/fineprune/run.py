@@ -50,6 +50,7 @@ CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the Trainer's checkpoint folders
 def load_model(path: str | Path, task: Task, where: str, trust_remote_code: bool = False) -> PreTrainedModel:
     """A fineprune folder (pruned, with scores) via load_pruned; anything else with the task's Auto class, running
     the folder's own code only as :func:`~fineprune.loading.may_run_code` allows."""
+    outputs.check_complete(path)
     code = may_run_code(path, trust_remote_code)
     if is_pruned_folder(path):
         model = load_pruned(path)

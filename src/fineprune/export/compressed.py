@@ -33,6 +33,7 @@ from safetensors.numpy import save_file
 from transformers import PreTrainedModel
 
 from fineprune.errors import UsageError
+from fineprune.outputs import check_complete, writing
 
 FORMAT_NAME = "fineprune.compressed"
 FORMAT_VERSION = 1
@@ -408,21 +409,20 @@ def decompress(folder: str | Path, out: str | Path, overwrite: bool = False) -> 
     """Write a stock transformers folder (dense fp32, zeros where pruned) from a compressed one, with its other
     files (tokenizer, fineprune config, model card); the model card's storage note is updated."""
     folder, out = Path(folder), Path(out)
+    check_complete(folder)
     if out.resolve() == folder.resolve():
         raise UsageError(f"--out {out}: is the compressed folder itself; give another folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} is not empty: pass --overwrite to replace it")
-    model = load_compressed(folder)
-    if out.exists():
-        shutil.rmtree(out)
-    model.save_pretrained(out)
-    skipped = {WEIGHTS_FILE, "config.json"}
-    for file in folder.iterdir():
-        if file.is_file() and file.name not in skipped and not file.name.startswith("eval_results"):
-            shutil.copy(file, out / file.name)
-    card = out / "README.md"
-    if card.is_file():
-        text = card.read_text().replace(COMPRESSED_NOTE, DECOMPRESSED_NOTE)
-        card.write_text(text.replace("library_name: fineprune\n", "library_name: transformers\n", 1))
-    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    with writing(out, overwrite) as staging:  # moved to `out` only once complete; an earlier `out` stays till then
+        model = load_compressed(folder)
+        model.save_pretrained(staging)
+        skipped = {WEIGHTS_FILE, "config.json"}
+        for file in folder.iterdir():
+            copied = file.is_file() and file.name not in skipped and not file.name.startswith((".", "eval_results"))
+            if copied:
+                shutil.copy(file, staging / file.name)
+        card = staging / "README.md"
+        if card.is_file():
+            text = card.read_text().replace(COMPRESSED_NOTE, DECOMPRESSED_NOTE)
+            card.write_text(text.replace("library_name: fineprune\n", "library_name: transformers\n", 1))
+        size = sum(f.stat().st_size for f in staging.glob("*.safetensors"))
     return {"out": str(out), "safetensors_bytes": size, "compressed_bytes": (folder / WEIGHTS_FILE).stat().st_size}

@@ -25,7 +25,7 @@ from fineprune.loading import (
     load_tokenizer,
     may_run_code,
 )
-from fineprune.outputs import is_nonempty
+from fineprune.outputs import check_complete, writing
 from fineprune.pruning import bake, is_pruned_folder, load_pruned, sparsity
 from fineprune.timing import torch_speedup
 
@@ -57,6 +57,7 @@ def export(
     ``trust_remote_code`` is given (:func:`~fineprune.loading.may_run_code`).
     """
     run_dir = Path(run_dir)
+    check_complete(run_dir)
     if not has_model(run_dir):
         raise UsageError(f"{run_dir}: no trained model here (has the run finished?)")
     may_run_code(run_dir, trust_remote_code)
@@ -81,57 +82,64 @@ def export(
     out = Path(out)
     if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
         raise UsageError(f"--out {out} holds the run {run_dir} itself: export to another folder")
-    if is_nonempty(out) and not overwrite:
-        raise UsageError(f"{out} is not empty: pass --overwrite to replace it")
     config_path = find_config(run_dir)
-    model = load_pruned(run_dir)
-    report = sparsity(model)
-    if bake_masks:
-        model = bake(model)
-    removal = None
-    if compact:
-        compacted = compact_model(model)
-        removal = compact_summary(model, compacted) | {"speedup_batch1": torch_speedup(model, compacted)}
-        model = compacted
-    if out.exists():
-        shutil.rmtree(out)
-    storage = None
-    if removal is not None:
-        save_compact(model, out)
-    elif compress:
-        pruned = [f"{name}.weight" for name in report["matrices"]]
-        storage = export_compressed(model, out, pruned, other_dtype or "int8", zstd)
-    else:
-        model.save_pretrained(out)
-    load_tokenizer(run_dir, trust_remote_code).save_pretrained(out)
-    shutil.copy(config_path, out / CONFIG_FILE)
-    summary_path = run_dir / SUMMARY_FILE
-    metrics = json.loads(summary_path.read_text())["metrics"] if summary_path.is_file() else {}
-    graphs = export_onnx(model, out) if onnx else {}
-    (out / "README.md").write_text(model_card(load_config(config_path), report, metrics, removal, storage, graphs))
-    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    with writing(out, overwrite) as staging:  # moved to `out` only once complete; an earlier `out` stays till then
+        model = load_pruned(run_dir)
+        report = sparsity(model)
+        if bake_masks:
+            model = bake(model)
+        removal = None
+        if compact:
+            compacted = compact_model(model)
+            removal = compact_summary(model, compacted) | {"speedup_batch1": torch_speedup(model, compacted)}
+            model = compacted
+        storage = None
+        if removal is not None:
+            save_compact(model, staging)
+        elif compress:
+            pruned = [f"{name}.weight" for name in report["matrices"]]
+            storage = export_compressed(model, staging, pruned, other_dtype or "int8", zstd)
+        else:
+            model.save_pretrained(staging)
+        load_tokenizer(run_dir, trust_remote_code).save_pretrained(staging)
+        shutil.copy(config_path, staging / CONFIG_FILE)
+        summary_path = run_dir / SUMMARY_FILE
+        metrics = json.loads(summary_path.read_text())["metrics"] if summary_path.is_file() else {}
+        graphs = export_onnx(model, staging) if onnx else {}
+        card = model_card(load_config(config_path), report, metrics, removal, storage, graphs)
+        (staging / "README.md").write_text(card)
+        size = sum(f.stat().st_size for f in staging.glob("*.safetensors"))
     result = {"out": str(out), "density": report["density"], "safetensors_bytes": size, "metrics": metrics}
     if removal is not None:
         result["compact"] = {k: v for k, v in removal.items() if k != "layers"}
     if storage is not None:
         result |= {k: v for k, v in storage.items() if k != "file"}
-    return result | graphs
+    return result | _graphs_in(out / ONNX_DIR, graphs)
 
 
 def _export_stock_onnx(folder: Path, out: Path | None, overwrite: bool, trust_remote_code: bool) -> dict:
     """ONNX graphs of a stock model folder, in ``folder/onnx``, or in ``out/onnx`` beside a copy of the model."""
     if out is not None and out.resolve() == folder.resolve():
         out = None
-    replaced = folder / ONNX_DIR if out is None else out
-    if is_nonempty(replaced) and not overwrite:
-        raise UsageError(f"{replaced} is not empty: pass --overwrite to replace it")
-    model = load_stock_model(folder, trust_remote_code)
-    shutil.rmtree(replaced, ignore_errors=True)
+    with writing(folder / ONNX_DIR if out is None else out, overwrite) as staging:
+        model = load_stock_model(folder, trust_remote_code)
+        if out is not None:
+            model.save_pretrained(staging)
+            if (folder / "tokenizer_config.json").is_file():
+                load_tokenizer(folder, trust_remote_code).save_pretrained(staging)
+            if (folder / CONFIG_FILE).is_file():
+                shutil.copy(folder / CONFIG_FILE, staging / CONFIG_FILE)
+        graphs = export_onnx(model, staging)
+        if out is None:  # the staging folder stands for folder/onnx itself: the graphs go up out of its onnx/
+            for graph in (staging / ONNX_DIR).iterdir():
+                graph.rename(staging / graph.name)
+            (staging / ONNX_DIR).rmdir()
     target = out or folder
-    if out is not None:
-        model.save_pretrained(out)
-        if (folder / "tokenizer_config.json").is_file():
-            load_tokenizer(folder, trust_remote_code).save_pretrained(out)
-        if (folder / CONFIG_FILE).is_file():
-            shutil.copy(folder / CONFIG_FILE, out / CONFIG_FILE)
-    return {"out": str(target)} | export_onnx(model, target)
+    return {"out": str(target)} | _graphs_in(target / ONNX_DIR, graphs)
+
+
+def _graphs_in(graph_dir: Path, graphs: dict) -> dict:
+    """export_onnx's report with the graphs' paths where they are now (it wrote them into the staging folder)."""
+    return graphs | {
+        key: str(graph_dir / Path(graphs[key]).name) for key in ("onnx", "onnx_quantized") if key in graphs
+    }
