@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from transformers import TrainingArguments
 
 from fineprune.errors import UsageError
@@ -29,19 +29,78 @@ class ModelSection(_Section):
 
 
 class TaskSection(_Section):
-    name: Literal["mnli", "qqp", "squad"] = Field(description="mnli | qqp | squad.")
-    train_file: str | None = Field(None, description="Local data file; null = the hub dataset.")
+    name: Literal["classification", "qa", "mnli", "qqp", "squad"] = Field(
+        description="classification (one text or a pair -> a label) | qa (extractive question answering), or a "
+        "preset of them that fills the keys below: mnli, qqp (classification), squad (qa)."
+    )
+    train_file: str | None = Field(
+        None,
+        description="Local data file: TSV, CSV, JSON or JSON Lines (qa: SQuAD JSON or JSON Lines), each optionally "
+        ".gz; null = the hub dataset.",
+    )
     validation_file: str | None = Field(
         None, description="Local file; null with a train_file: carve eval_fraction of it off, reproducibly."
     )
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of train_file held out for evaluation.")
+    text_columns: list[str] | None = Field(
+        None, description="classification: the text column, or the pair's two: [text] or [premise, hypothesis]."
+    )
+    label_column: str | None = Field(None, description="classification: the label column (default label).")
+    labels: list[str] | None = Field(
+        None,
+        description="classification: the label names, in the order of the model's outputs (a file may give them as "
+        "names or as indices into this list); null = the distinct values of the training file's label column, sorted.",
+    )
+    dataset: str | None = Field(None, description="Hub dataset id, read when train_file is null.")
+    dataset_config: str | None = Field(None, description="The hub dataset's configuration (subset) name.")
+    train_split: str = Field("train", description="The hub dataset's split to train on.")
+    validation_split: str | None = Field(
+        None,
+        description="The hub dataset's split to evaluate on; null = validation, or eval_fraction of train_split "
+        "carved off when the dataset has no such split.",
+    )
     max_train_samples: int | None = Field(None, ge=1, description="Keep the first N training examples.")
     max_eval_samples: int | None = Field(None, ge=1, description="Keep the first N evaluation examples.")
-    max_seq_length: int = Field(128, ge=8, description="Tokens per example (per window for squad).")
-    doc_stride: int = Field(128, ge=1, description="squad: overlap between windows of a long context.")
-    n_best: int = Field(20, ge=1, description="squad: start/end candidates per window.")
-    max_answer_length: int = Field(30, ge=1, description="squad: longest answer, in tokens.")
+    max_seq_length: int = Field(128, ge=8, description="Tokens per example (per window for qa).")
+    doc_stride: int = Field(128, ge=1, description="qa: overlap between windows of a long context.")
+    n_best: int = Field(20, ge=1, description="qa: start/end candidates per window.")
+    max_answer_length: int = Field(30, ge=1, description="qa: longest answer, in tokens.")
     seed: int = Field(42, description="Seed of the train/eval split.")
+
+    @field_validator("text_columns", "labels", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: Any) -> Any:
+        """Names written as numbers in YAML (labels: [0, 1]) are names all the same."""
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> TaskSection:
+        classification = self.name not in ("qa", "squad")
+        for key in ("text_columns", "label_column", "labels"):
+            if not classification and getattr(self, key) is not None:
+                raise ValueError(f"task.{key}: only for classification tasks, not {self.name}")
+        if self.name == "classification" and self.text_columns is None:
+            raise ValueError(
+                "task.text_columns: required for task classification, e.g. [text] or [premise, hypothesis]"
+            )
+        if self.name in ("classification", "qa") and not (self.train_file or self.validation_file or self.dataset):
+            raise ValueError(f"task.train_file: required for task {self.name} (or task.dataset, a hub dataset)")
+        columns = self.text_columns or []
+        if self.text_columns is not None and not 1 <= len(columns) <= 2:
+            raise ValueError(f"task.text_columns: one column or two (a pair), got {len(columns)}")
+        if any(not c.strip() for c in columns) or len(set(columns)) != len(columns):
+            raise ValueError(f"task.text_columns: names must be distinct and not empty, got {columns}")
+        if self.label_column is not None and (not self.label_column.strip() or self.label_column in columns):
+            raise ValueError(f"task.label_column: {self.label_column!r} must be a column other than the texts")
+        if self.labels is not None:
+            if len(self.labels) < 2:
+                raise ValueError(f"task.labels: a classifier needs at least two labels, got {self.labels}")
+            stripped = [label.strip() for label in self.labels]
+            if not all(stripped) or len(set(stripped)) != len(stripped):
+                raise ValueError(f"task.labels: names must be distinct and not empty, got {self.labels}")
+        return self
 
     def data_files(self, training: bool = True) -> dict[str, str]:
         """The local files a run reads, by key: evaluating with a validation_file needs no train_file."""
@@ -152,7 +211,7 @@ def _explain(error: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{key}: required key is missing"
     message = first["msg"].removeprefix("Value error, ")
-    if not key:  # a whole-config check: its message names the key
+    if not key or message.startswith(f"{key}."):  # a whole-config or whole-section check: its message names the key
         return message
     if isinstance(first.get("input"), (dict, list)) or "input" not in first:
         return f"{key}: {message}"

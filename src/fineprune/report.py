@@ -25,7 +25,7 @@ from fineprune.errors import UsageError
 from fineprune.loading import CONFIG_FILE, SUMMARY_FILE
 from fineprune.pruning import get_pruner, is_pruned_folder, load_pruned
 
-MAIN_METRIC = {"mnli": "accuracy", "qqp": "accuracy", "squad": "f1"}
+MAIN_METRIC = {"classification": "accuracy", "mnli": "accuracy", "qqp": "accuracy", "qa": "f1", "squad": "f1"}
 METHOD_COLORS = {"magnitude": "tab:blue", "movement": "tab:orange", "soft_movement": "tab:green", "l0": "tab:red"}
 # Different shapes and sizes, so methods that land on the same point (common at low sparsity) stay visible.
 METHOD_MARKERS = {"magnitude": ("s", 9), "movement": ("o", 7), "soft_movement": ("^", 6), "l0": ("D", 4)}

@@ -39,7 +39,7 @@ from fineprune.loading import (
     may_run_code,
 )
 from fineprune.pruning import find_pruner, is_pruned_folder, load_pruned, prepare, sparsity, weight_density
-from fineprune.tasks import Task, TaskData, get_task
+from fineprune.tasks import Task, TaskData, load_task
 from fineprune.training.callbacks import PruningCallback, StopOnSignal
 from fineprune.training.distill import hidden_layer_pairs
 from fineprune.training.trainer import PruningTrainer
@@ -200,15 +200,15 @@ def _train(
                 f"{out_path} already holds an earlier run: pass --overwrite to replace it or --resume to continue it"
             )
 
-    task = get_task(config.task.name)
     check_data_files(config)
     check_model_code(config, trust_remote_code)
+    task = load_task(config.task)  # reads and checks the data: bad data is said before any model loads
     transformers.set_seed(config.training.get("seed", 42))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code)
     model = load_model(config.model.name_or_path, task, "model.name_or_path", trust_remote_code)
     if config.model.freeze_embeddings:
         freeze_embeddings(model)
-    data = task.prepare(config, tokenizer)
+    data = task.prepare(tokenizer)
     teacher = _load_teacher(config, task, model, trust_remote_code)
     prepare(model, config.pruning)
     args = config.training_arguments(output_dir=str(staging))
@@ -346,14 +346,14 @@ def evaluate(
     if graph is not None and not graph.is_file():
         raise UsageError(f"{graph}: no ONNX graph here (write it with `fineprune export {model_dir} --onnx`)")
     config = load_config(config_path or find_config(model_dir), overrides)
-    task = get_task(config.task.name)
     check_data_files(config, training=False)
+    task = load_task(config.task, training=False)
     source = model_dir if (model_dir / "tokenizer_config.json").is_file() else config.model.name_or_path
     tokenizer = load_tokenizer(source, trust_remote_code)
     if graph is not None:
         return _evaluate_graph(graph, backend, config, task, tokenizer, model_dir / f"eval_results_{backend}.json")
     model = load_model(model_dir, task, "model", trust_remote_code).eval()
-    data = task.prepare(config, tokenizer, training=False)
+    data = task.prepare(tokenizer)
     args = config.training_arguments(output_dir=str(model_dir / "eval_tmp"), report_to="none", save_strategy="no")
     trainer = _trainer(model, args, tokenizer, data, config)
     metrics = task.evaluate(trainer, data, model_dir)
@@ -365,7 +365,7 @@ def _evaluate_graph(graph: Path, backend: str, config: RunConfig, task: Task, to
     """The task's metrics of an ONNX graph run by ONNX Runtime, written to ``results_file``."""
     from fineprune.onnx_inference import open_session, predict
 
-    data = task.prepare(config, tokenizer, training=False)
+    data = task.prepare(tokenizer)
     batch_size = config.training.get("per_device_eval_batch_size", 8)
     outputs = predict(open_session(graph), task.model_inputs(data.eval), tokenizer, batch_size)
     results = task.score(data, outputs, None) | {"backend": backend, "graph": str(graph)}

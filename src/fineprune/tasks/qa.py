@@ -1,14 +1,16 @@
-"""SQuAD v1.1 extractive question answering: loading, window features, span decoding and the official metrics.
+"""Extractive question answering: the user's SQuAD-style data (SQuAD is a preset of it), window features, span
+decoding and the official SQuAD v1.1 metrics.
 
-Contexts longer than the model's window are cut into overlapping windows (``doc_stride`` tokens shared between
-neighbours); training labels each window with the answer's token span or with index 0 when the answer is not
-fully inside it, and evaluation picks the best span over all windows of a question and maps it back to the
-original context text through the tokenizer's character offsets.
+Data: the official SQuAD JSON layout (``data[].paragraphs[].qas[]``) or flat records -- JSON Lines or a JSON list
+with ``id``, ``context``, ``question``, ``answers: {text: [...], answer_start: [...]}`` and optionally ``title`` --
+from a local file (optionally gzipped) or a hub dataset. Contexts longer than the model's window are cut into
+overlapping windows (``doc_stride`` tokens shared between neighbours); training labels each window with the answer's
+token span or with index 0 when the answer is not fully inside it, and evaluation picks the best span over all
+windows of a question and maps it back to the original context text through the tokenizer's character offsets.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import random
@@ -20,14 +22,16 @@ from typing import Any
 
 import datasets
 import numpy as np
-from transformers import BatchEncoding, PreTrainedTokenizerBase
+from transformers import AutoModelForQuestionAnswering, BatchEncoding, PreTrainedTokenizerBase
 
+from fineprune.config import TaskSection
 from fineprune.errors import UsageError
+from fineprune.tasks import sources
+from fineprune.tasks.base import Task, TaskData, head
 
 logger = logging.getLogger(__name__)
 
-HUB_DATASET = "rajpurkar/squad"
-
+FORMATS = (".json", ".jsonl")
 _FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),
@@ -46,209 +50,194 @@ _WINDOW_ONLY = ("offset_mapping", "overflow_to_sample_mapping")
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
+Record = dict[str, Any]  # a flat record, plus "location": where it is in its source, for error messages
+
+
+class QuestionAnsweringTask(Task):
+    """Extractive question answering over windows of the context."""
+
+    auto_class = AutoModelForQuestionAnswering
+    head_suffix = "ForQuestionAnswering"
+
+    def __init__(self, section: TaskSection, training: bool = True):
+        super().__init__(section)
+        train_table, validation_table = sources.tables(section, training, FORMATS)
+        train = _records(train_table) if train_table is not None else None
+        if validation_table is None:
+            train, validation = _split_by_article(train, section.eval_fraction, section.seed, train_table.where)
+        else:
+            validation = _records(validation_table)
+        self.examples["validation"] = head(_to_dataset(validation), section.max_eval_samples)
+        if training:
+            self.examples["train"] = head(_to_dataset(train), section.max_train_samples)
+
+    def check_model(self, model, where):
+        if not hasattr(model, "qa_outputs") and "QuestionAnswering" not in type(model).__name__:
+            raise UsageError(f"{where}: {type(model).__name__} is not a question-answering model")
+
+    def prepare(self, tokenizer: PreTrainedTokenizerBase) -> TaskData:
+        s = self.section
+        kwargs = {"tokenizer": tokenizer, "max_seq_length": s.max_seq_length, "doc_stride": s.doc_stride}
+        train, validation = self.examples.get("train"), self.examples["validation"]
+        if train is not None:
+            train = train.map(prepare_train_features, batched=True, remove_columns=train.column_names, fn_kwargs=kwargs)
+        features = validation.map(
+            prepare_eval_features, batched=True, remove_columns=validation.column_names, fn_kwargs=kwargs
+        )
+        return TaskData(train=train, eval=features, eval_examples=validation)
+
+    def model_inputs(self, features):
+        return features.remove_columns(["example_id", "offset_mapping"])
+
+    def score(self, data, predictions, output_dir):
+        start, end = predictions[:2]
+        answers = postprocess_predictions(
+            data.eval_examples, data.eval, start, end, self.section.n_best, self.section.max_answer_length
+        )
+        if output_dir is not None:
+            write_predictions(answers, Path(output_dir) / "predictions.json")
+        references = {ex["id"]: ex["answers"]["text"] for ex in data.eval_examples}
+        return squad_metrics(answers, references)
+
 
 # ---------------------------------------------------------------------------------------------------- loading
 
 
-def load_squad(
-    train_file: str | None,
-    validation_file: str | None,
-    eval_fraction: float = 0.5,
-    seed: int = 42,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-) -> datasets.DatasetDict:
-    """Load the "train" and "validation" splits in the hub's flat layout.
-
-    Without files, the hub dataset. With only ``train_file``, that file is split by article title so that no
-    context is on both sides (machines without the hub have only the dev set to fine-prune and evaluate on).
-    """
-    if not 0.0 < eval_fraction < 1.0:
-        raise UsageError(f"task.eval_fraction must be strictly between 0 and 1, got {eval_fraction}")
-    for key, value in (
-        ("task.max_train_samples", max_train_samples),
-        ("task.max_eval_samples", max_eval_samples),
-    ):
-        if value is not None and value < 1:
-            raise UsageError(f"{key} must be a positive integer, got {value}")
-
-    if train_file is None:
-        if validation_file is not None:
-            raise UsageError("task.validation_file is set but task.train_file is not; set both or neither")
-        splits = _load_hub()
-    else:
-        train = _read_squad_file(Path(train_file))
-        if validation_file is None:
-            train, validation = _split_by_title(train, eval_fraction, seed, Path(train_file))
-        else:
-            validation = _read_squad_file(Path(validation_file))
-        splits = datasets.DatasetDict(train=_to_dataset(train), validation=_to_dataset(validation))
-
-    for split, limit in (("train", max_train_samples), ("validation", max_eval_samples)):
-        if limit is not None:
-            splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
-    return splits
-
-
-def load_squad_validation(validation_file: str, max_eval_samples: int | None = None) -> datasets.Dataset:
-    """The evaluation split alone, from a local file: evaluating a finished model needs no training data."""
-    if max_eval_samples is not None and max_eval_samples < 1:
-        raise UsageError(f"task.max_eval_samples must be a positive integer, got {max_eval_samples}")
-    validation = _to_dataset(_read_squad_file(Path(validation_file)))
-    return validation.select(range(min(max_eval_samples or len(validation), len(validation))))
-
-
-def _load_hub() -> datasets.DatasetDict:
-    """The hub copy, for online users; offline the failure is turned into advice to use a local file."""
-    try:
-        hub = datasets.load_dataset(HUB_DATASET)
-    except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+def _records(table: sources.Table) -> list[Record]:
+    """A table's questions as validated flat records: the official layout (one document holding ``data``) or
+    one flat record per row."""
+    rows = list(table.rows)
+    where = table.where
+    if len(rows) == 1 and isinstance(rows[0][1], dict) and "data" in rows[0][1]:
+        records = _flatten_official(rows[0][1]["data"], where)
+    elif len(rows) == 1 and "question" not in rows[0][1]:
         raise UsageError(
-            f"cannot load the hub dataset {HUB_DATASET} ({reason}); set task.train_file to a local SQuAD JSON file"
-        ) from err
-    return datasets.DatasetDict(train=hub["train"], validation=hub["validation"])
-
-
-def _read_squad_file(path: Path) -> list[dict[str, Any]]:
-    """Parse an official-layout or flat-layout file (optionally gzipped) into validated flat records."""
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8") as handle:
-                text = handle.read()
-        else:
-            text = path.read_text(encoding="utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as err:
-        raise UsageError(f"{path}: cannot be read as UTF-8 text ({err})") from err
-
-    document = _parse_json_or_lines(text, path)
-    if isinstance(document, dict) and "data" in document:
-        records = _flatten_official(document["data"], path)
-    elif isinstance(document, dict) and "question" in document:
-        records = [_flat_record(document, path, "record 1")]  # a JSON Lines file with a single record
-    elif isinstance(document, list):
-        records = [_flat_record(item, path, f"record {i + 1}") for i, item in enumerate(document)]
-    else:
-        raise UsageError(
-            f"{path}: neither the official SQuAD layout ({{'data': [articles]}}) nor flat records "
-            "(id, title, context, question, answers)"
+            f"{where}: neither the official SQuAD layout ({{'data': [articles]}}) nor flat records "
+            "(id, context, question, answers)"
         )
+    else:
+        records = [_flat_record(record, where, location) for location, record in rows]
     if not records:
-        raise UsageError(f"{path}: contains no questions")
-    _validate(records, path)
+        raise UsageError(f"{where}: contains no questions")
+    _validate(records, where)
     return records
 
 
-def _parse_json_or_lines(text: str, path: Path) -> Any:
-    """One JSON document, or else JSON Lines (one record per non-blank line)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise UsageError(f"{path}: neither JSON nor JSON Lines (line {number}: {err.msg})") from err
-    return records
-
-
-def _field(obj: Any, key: str, kind: type, path: Path, where: str) -> Any:
+def _field(obj: Any, key: str, kind: type, where: str, location: str) -> Any:
     """``obj[key]`` checked against ``kind``: a malformed file fails with its location, not a KeyError."""
     value = obj.get(key) if isinstance(obj, dict) else None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise UsageError(f"{path}: {where} has no {key!r} of type {kind.__name__} (not a SQuAD layout)")
+        raise UsageError(f"{where}, {location}: no {key!r} of type {kind.__name__} (not a SQuAD layout)")
     return value
 
 
-def _flatten_official(articles: Any, path: Path) -> list[dict[str, Any]]:
+def _text(obj: dict[str, Any], key: str, where: str, location: str) -> str:
+    """A text field that must say something: the question, the context."""
+    value = _field(obj, key, str, where, location)
+    if not value.strip():
+        raise UsageError(f"{where}, {location}, {key!r}: empty text")
+    return value
+
+
+def _question_id(obj: dict[str, Any], where: str, location: str) -> str:
+    """Ids may be written as numbers; they are compared and stored as text."""
+    value = obj.get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _field(obj, "id", str, where, location)
+
+
+def _flatten_official(articles: Any, where: str) -> list[Record]:
     """``data[].paragraphs[].qas[]`` into one flat record per question."""
     if not isinstance(articles, list):
-        raise UsageError(f"{path}: 'data' is not a list of articles (not a SQuAD layout)")
+        raise UsageError(f"{where}: 'data' is not a list of articles (not a SQuAD layout)")
     records = []
     for a, article in enumerate(articles):
-        title = _field(article, "title", str, path, f"data[{a}]")
-        for p, paragraph in enumerate(_field(article, "paragraphs", list, path, f"data[{a}]")):
-            where = f"data[{a}].paragraphs[{p}]"
-            context = _field(paragraph, "context", str, path, where)
-            for q, qa in enumerate(_field(paragraph, "qas", list, path, where)):
-                where_q = f"{where}.qas[{q}]"
-                answers = _field(qa, "answers", list, path, where_q)
+        title = _field(article, "title", str, where, f"data[{a}]")
+        for p, paragraph in enumerate(_field(article, "paragraphs", list, where, f"data[{a}]")):
+            place = f"data[{a}].paragraphs[{p}]"
+            context = _text(paragraph, "context", where, place)
+            for q, qa in enumerate(_field(paragraph, "qas", list, where, place)):
+                location = f"{place}.qas[{q}]"
+                answers = _field(qa, "answers", list, where, location)
                 records.append(
                     {
-                        "id": _field(qa, "id", str, path, where_q),
+                        "id": _question_id(qa, where, location),
                         "title": title,
                         "context": context,
-                        "question": _field(qa, "question", str, path, where_q),
+                        "question": _text(qa, "question", where, location),
                         "answers": {
-                            "text": [_field(x, "text", str, path, f"{where_q}.answers") for x in answers],
+                            "text": [_field(x, "text", str, where, f"{location}.answers") for x in answers],
                             "answer_start": [
-                                _field(x, "answer_start", int, path, f"{where_q}.answers") for x in answers
+                                _field(x, "answer_start", int, where, f"{location}.answers") for x in answers
                             ],
                         },
+                        "location": location,
                     }
                 )
     return records
 
 
-def _flat_record(item: Any, path: Path, where: str) -> dict[str, Any]:
-    """A hub-layout record, type-checked and reduced to the known columns."""
-    answers = _field(item, "answers", dict, path, where)
-    texts = _field(answers, "text", list, path, f"{where}.answers")
-    starts = _field(answers, "answer_start", list, path, f"{where}.answers")
+def _flat_record(item: Any, where: str, location: str) -> Record:
+    """A flat record, type-checked and reduced to the known columns; the title is optional."""
+    answers = _field(item, "answers", dict, where, location)
+    texts = _field(answers, "text", list, where, f"{location}, answers")
+    starts = _field(answers, "answer_start", list, where, f"{location}, answers")
     if len(texts) != len(starts) or not all(isinstance(t, str) for t in texts):
-        raise UsageError(f"{path}: {where}.answers needs as many texts (strings) as answer_start values")
+        raise UsageError(f"{where}, {location}: answers needs as many texts (strings) as answer_start values")
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in starts):
-        raise UsageError(f"{path}: {where}.answers.answer_start holds a value that is not an integer")
-    record = {key: _field(item, key, str, path, where) for key in ("id", "title", "context", "question")}
-    record["answers"] = {"text": texts, "answer_start": starts}
-    return record
+        raise UsageError(f"{where}, {location}: answers.answer_start holds a value that is not an integer")
+    title = item.get("title")
+    if title is not None and not isinstance(title, str):
+        raise UsageError(f"{where}, {location}: 'title' is {title!r:.60}, expected text")
+    return {
+        "id": _question_id(item, where, location),
+        "title": title or "",
+        "context": _text(item, "context", where, location),
+        "question": _text(item, "question", where, location),
+        "answers": {"text": texts, "answer_start": starts},
+        "location": location,
+    }
 
 
-def _validate(records: list[dict[str, Any]], path: Path) -> None:
+def _validate(records: list[Record], where: str) -> None:
     """Unique ids, and answers exactly at their answer_start: the training labels are built from it."""
     seen: set[str] = set()
     for record in records:
         qid, context, answers = record["id"], record["context"], record["answers"]
+        place = f"{where}, {record['location']}: question {qid!r}"
         if qid in seen:
-            raise UsageError(f"{path}: question id {qid!r} appears more than once")
+            raise UsageError(f"{place} appears more than once")
         seen.add(qid)
         if not answers["text"]:
-            raise UsageError(
-                f"{path}: question {qid!r} has no answers (unanswerable SQuAD v2 questions are not supported)"
-            )
+            raise UsageError(f"{place} has no answers (unanswerable SQuAD v2 questions are not supported)")
         for text, start in zip(answers["text"], answers["answer_start"], strict=True):
             if not text.strip():
-                raise UsageError(f"{path}: question {qid!r} has an empty answer text")
+                raise UsageError(f"{place} has an empty answer text")
             if start < 0 or context[start : start + len(text)] != text:
-                raise UsageError(
-                    f"{path}: question {qid!r}: answer {text!r} is not at answer_start {start} of its context"
-                )
+                raise UsageError(f"{place}: answer {text!r} is not at answer_start {start} of its context")
 
 
-def _split_by_title(
-    records: list[dict[str, Any]], eval_fraction: float, seed: int, path: Path
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Seeded split of whole articles, so that no context (nor its neighbours) leaks from train into eval."""
-    titles = sorted({record["title"] for record in records})
-    if len(titles) < 2:
+def _split_by_article(
+    records: list[Record], eval_fraction: float, seed: int, where: str
+) -> tuple[list[Record], list[Record]]:
+    """Seeded split of whole articles (a record's title, or its context where it has none), so that no context
+    (nor its neighbours) leaks from train into eval."""
+    articles = sorted({record["title"] or record["context"] for record in records})
+    if len(articles) < 2:
         raise UsageError(
-            f"{path}: has {len(titles)} article title(s); splitting train/eval by article needs at least 2 "
-            "(or set task.validation_file)"
+            f"{where}: has {len(articles)} article (title, or context where there is no title); splitting train/eval "
+            "by article needs at least 2 (or set task.validation_file)"
         )
-    random.Random(seed).shuffle(titles)
-    n_eval = min(max(round(eval_fraction * len(titles)), 1), len(titles) - 1)
-    eval_titles = set(titles[:n_eval])
-    train = [record for record in records if record["title"] not in eval_titles]
-    validation = [record for record in records if record["title"] in eval_titles]
+    random.Random(seed).shuffle(articles)
+    n_eval = min(max(round(eval_fraction * len(articles)), 1), len(articles) - 1)
+    held_out = set(articles[:n_eval])
+    train = [record for record in records if (record["title"] or record["context"]) not in held_out]
+    validation = [record for record in records if (record["title"] or record["context"]) in held_out]
     return train, validation
 
 
-def _to_dataset(records: list[dict[str, Any]]) -> datasets.Dataset:
+def _to_dataset(records: list[Record]) -> datasets.Dataset:
     return datasets.Dataset.from_dict(
         {column: [record[column] for record in records] for column in _COLUMNS}, features=_FEATURES
     )
