@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
+from tiny_assets import mnli_rows, write_mnli_tsv
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
 from fineprune.config import build_config
 from fineprune.errors import UsageError
 from fineprune.run import _load_teacher
-from fineprune.tasks import get_task
+from fineprune.tasks import load_task
 from fineprune.training.distill import hidden_layer_pairs, hidden_state_loss
 from fineprune.training.trainer import PruningTrainer
 
@@ -124,11 +125,10 @@ def test_a_teacher_that_does_not_fit_is_a_one_line_error(tmp_path, teacher, mapp
     settings |= teacher | {"vocab_size": 99, "num_labels": 3}
     BertForSequenceClassification(BertConfig(**settings)).save_pretrained(tmp_path / "teacher")
     distillation = {"teacher": str(tmp_path / "teacher"), "alpha_hidden": 1.0, "hidden_layers": mapping}
-    config = build_config(
-        {"model": {"name_or_path": "m"}, "task": {"name": "mnli"}, "distillation": distillation}, "run.yaml"
-    )
+    task = {"name": "mnli", "train_file": str(write_mnli_tsv(tmp_path / "mnli.tsv", mnli_rows(12)))}
+    config = build_config({"model": {"name_or_path": "m"}, "task": task, "distillation": distillation}, "run.yaml")
     with pytest.raises(UsageError, match=f"^distillation.teacher {tmp_path / 'teacher'}: {message}") as error:
-        _load_teacher(config, get_task("mnli"), student)
+        _load_teacher(config, load_task(config.task), student)
     assert "\n" not in str(error.value)
 
 

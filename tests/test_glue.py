@@ -1,4 +1,5 @@
-"""Tests for fineprune.tasks.glue: every file format, the carve-off split, errors, metrics, tokenizing."""
+"""The MNLI and QQP presets of the classification task: every file format, the carve-off split, errors, metrics,
+tokenizing."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
+from fineprune.config import build_config
 from fineprune.errors import UsageError
-from fineprune.tasks import glue
-from fineprune.tasks.glue import LABELS, TEXT_COLUMNS, compute_metrics, load_glue, tokenize
+from fineprune.tasks import load_task, sources
+from fineprune.tasks.classification import classification_metrics, predicted_classes, tokenize
+from fineprune.tasks.presets import PRESETS
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MNLI_DEV = SHARED_DATA / "mnli" / "dev_matched.tsv.gz"
@@ -39,6 +42,15 @@ ROWS = {
 # MNLI rows whose annotators did not agree: every format must drop them.
 UNLABELLED = [("Nobody agreed on this.", "Or on this.", "-"), ("Nor on this.", "Nor this.", "")]
 EXTENSIONS = [".tsv", ".csv", ".json", ".jsonl"]
+LABELS = {task: PRESETS[task].defaults["labels"] for task in ("mnli", "qqp")}
+TEXT_COLUMNS = {task: tuple(PRESETS[task].defaults["text_columns"]) for task in ("mnli", "qqp")}
+
+
+def load_glue(task: str, train_file: Any, validation_file: Any, **keys: Any) -> datasets.DatasetDict:
+    """The examples of a preset task as a run reads them (the task section checked as in a config file)."""
+    section = {"name": task, "train_file": train_file, "validation_file": validation_file} | keys
+    config = build_config({"model": {"name_or_path": "m"}, "task": section}, "config.yaml")
+    return load_task(config.task).examples
 
 
 def open_for_writing(path: Path) -> IO[str]:
@@ -103,9 +115,8 @@ def write_task_file(path: Path, task: str) -> Path:
     return write_json(path, records, lines=False)
 
 
-def as_rows(dataset: datasets.Dataset, task: str) -> list[tuple[str, str, int]]:
-    first, second = TEXT_COLUMNS[task]
-    return list(zip(dataset[first], dataset[second], dataset["label"], strict=True))
+def as_rows(dataset: datasets.Dataset) -> list[tuple[str, str, int]]:
+    return list(zip(dataset["text"], dataset["text_pair"], dataset["label"], strict=True))
 
 
 def write_mnli_tsv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
@@ -122,11 +133,10 @@ def numbered_mnli(path: Path, count: int) -> Path:
 def test_every_format_loads_to_hub_layout(tmp_path: Path, task: str, extension: str) -> None:
     path = str(write_task_file(tmp_path / f"data{extension}", task))
     loaded = load_glue(task, path, path)
-    assert list(loaded) == ["train", "validation"]
+    assert sorted(loaded) == ["train", "validation"]
     for split in loaded.values():
-        assert split.column_names == [*TEXT_COLUMNS[task], "label"]
-        assert split.features["label"].names == LABELS[task]
-        assert as_rows(split, task) == ROWS[task]
+        assert split.column_names == ["text", "text_pair", "label"]
+        assert as_rows(split) == ROWS[task]
 
 
 @pytest.mark.parametrize("lines", [True, False])
@@ -149,16 +159,16 @@ def test_reads_what_dataset_to_json_writes(tmp_path: Path, lines: bool) -> None:
     path = tmp_path / "validation.json"
     hub_like.to_json(str(path), lines=lines)
     loaded = load_glue("mnli", str(path), str(path))
-    assert loaded["train"].column_names == ["premise", "hypothesis", "label"]
-    assert as_rows(loaded["train"], "mnli") == rows
+    assert loaded["train"].column_names == ["text", "text_pair", "label"]
+    assert as_rows(loaded["train"]) == rows
 
 
 def test_either_naming_is_accepted_in_any_format(tmp_path: Path) -> None:
     tsv = write_tsv(tmp_path / "hub_names.tsv", ["premise", "hypothesis", "label"], [["a", "b", "neutral"]])
     csv_file = write_csv(tmp_path / "glue_names.csv", ["sentence1", "sentence2", "gold_label"], [["c", "d", "2"]])
     loaded = load_glue("mnli", str(tsv), str(csv_file))
-    assert as_rows(loaded["train"], "mnli") == [("a", "b", 1)]
-    assert as_rows(loaded["validation"], "mnli") == [("c", "d", 2)]
+    assert as_rows(loaded["train"]) == [("a", "b", 1)]
+    assert as_rows(loaded["validation"]) == [("c", "d", 2)]
 
 
 def test_labels_are_case_and_space_insensitive(tmp_path: Path) -> None:
@@ -172,14 +182,14 @@ def test_unknown_label_names_file_line_value_and_allowed_labels(tmp_path: Path) 
         load_glue("mnli", str(path), None)
     message = str(error.value)
     assert str(path) in message and "task.train_file" in message
-    assert "line 3" in message and "'entails'" in message
-    assert "entailment, neutral, contradiction" in message
+    assert "line 3, column 'gold_label': label 'entails'" in message
+    assert "not one of task.labels (entailment, neutral, contradiction, or their indices 0-2)" in message
 
 
 @pytest.mark.parametrize(
     ("name", "records", "location", "value"),
     [
-        ("out_of_range.jsonl", [{"question1": "a", "question2": "b", "label": 2}], "line 1", "2"),
+        ("out_of_range.jsonl", [{"question1": "a", "question2": "b", "label": 2}], "line 1", "'2'"),
         (
             "empty.json",
             [
@@ -187,16 +197,17 @@ def test_unknown_label_names_file_line_value_and_allowed_labels(tmp_path: Path) 
                 {"question1": "c", "question2": "d", "label": ""},
             ],
             "record 2",
-            "''",
+            None,
         ),
-        ("hub_test.json", [{"question1": "a", "question2": "b", "label": -1}], "record 1", "-1"),
+        ("hub_test.json", [{"question1": "a", "question2": "b", "label": -1}], "record 1", "'-1'"),
     ],
 )
 def test_qqp_never_drops_rows_a_bad_label_is_an_error(
-    tmp_path: Path, name: str, records: list[dict[str, Any]], location: str, value: str
+    tmp_path: Path, name: str, records: list[dict[str, Any]], location: str, value: str | None
 ) -> None:
     path = write_json(tmp_path / name, records, lines=name.endswith(".jsonl"))
-    with pytest.raises(UsageError, match=f"{name}, {location}: unknown label {value} .*not_duplicate, duplicate"):
+    problem = "empty label" if value is None else f"label {value} is not one of task.labels .not_duplicate, duplicate"
+    with pytest.raises(UsageError, match=f"{name}, {location}, column 'label': {problem}"):
         load_glue("qqp", str(path), str(path))
 
 
@@ -206,13 +217,12 @@ def test_missing_columns_names_file_missing_and_found(tmp_path: Path) -> None:
         load_glue("mnli", str(path), None)
     message = str(error.value)
     assert str(path) in message
-    assert "missing columns gold_label" in message
-    assert "found: sentence1, sentence2, label_text" in message
+    assert "line 1: no column 'label' (or 'gold_label'); found: sentence1, sentence2, label_text" in message
 
 
 def test_missing_columns_in_json_names_hub_columns(tmp_path: Path) -> None:
     path = write_json(tmp_path / "cols.jsonl", [{"q1": "a", "q2": "b", "label": 1}], lines=True)
-    with pytest.raises(UsageError, match="cols.jsonl: missing columns question1, question2; found: q1, q2, label"):
+    with pytest.raises(UsageError, match="cols.jsonl, line 1: no column 'question1'; found: q1, q2, label"):
         load_glue("qqp", str(path), None)
 
 
@@ -246,7 +256,7 @@ def test_eval_fraction_outside_open_unit_interval_is_an_error(tmp_path: Path, fr
 
 def test_eval_fraction_is_ignored_when_a_validation_file_is_given(tmp_path: Path) -> None:
     path = str(numbered_mnli(tmp_path / "d.tsv", 10))
-    assert len(load_glue("mnli", path, path, eval_fraction=0)["validation"]) == 10
+    assert len(load_glue("mnli", path, path, eval_fraction=0.9)["validation"]) == 10
 
 
 @pytest.mark.parametrize(
@@ -299,11 +309,11 @@ def test_carve_off_is_reproducible_disjoint_and_complete(tmp_path: Path) -> None
     first = load_glue("mnli", path, None, eval_fraction=0.2, seed=7)
     again = load_glue("mnli", path, None, eval_fraction=0.2, seed=7)
     other_seed = load_glue("mnli", path, None, eval_fraction=0.2, seed=8)
-    train, validation = list(first["train"]["premise"]), list(first["validation"]["premise"])
-    assert again["train"]["premise"] == train and again["validation"]["premise"] == validation
+    train, validation = list(first["train"]["text"]), list(first["validation"]["text"])
+    assert again["train"]["text"] == train and again["validation"]["text"] == validation
     assert not set(train) & set(validation)
     assert sorted(train + validation) == sorted(f"p{i}" for i in range(50))
-    assert set(other_seed["validation"]["premise"]) != set(validation)
+    assert set(other_seed["validation"]["text"]) != set(validation)
     # Labels travel with their texts through the shuffle.
     for premise, label in zip(validation, first["validation"]["label"], strict=True):
         assert label == int(premise[1:]) % 3
@@ -315,8 +325,8 @@ def test_max_samples_take_the_first_rows_of_each_split(tmp_path: Path) -> None:
         str(write_mnli_tsv(tmp_path / "v.tsv", [(f"v{i}", "h", "neutral") for i in range(6)])),
     )
     loaded = load_glue("mnli", train, validation, max_train_samples=3, max_eval_samples=2)
-    assert loaded["train"]["premise"] == ["p0", "p1", "p2"]
-    assert loaded["validation"]["premise"] == ["v0", "v1"]
+    assert loaded["train"]["text"] == ["p0", "p1", "p2"]
+    assert loaded["validation"]["text"] == ["v0", "v1"]
     everything = load_glue("mnli", train, validation, max_train_samples=1000, max_eval_samples=1000)
     assert (len(everything["train"]), len(everything["validation"])) == (10, 6)
 
@@ -325,8 +335,8 @@ def test_max_samples_apply_after_the_carve_off(tmp_path: Path) -> None:
     path = str(numbered_mnli(tmp_path / "d.tsv", 20))
     full = load_glue("mnli", path, None, eval_fraction=0.25)
     capped = load_glue("mnli", path, None, eval_fraction=0.25, max_train_samples=4, max_eval_samples=3)
-    assert capped["train"]["premise"] == full["train"]["premise"][:4]
-    assert capped["validation"]["premise"] == full["validation"]["premise"][:3]
+    assert capped["train"]["text"] == full["train"]["text"][:4]
+    assert capped["validation"]["text"] == full["validation"]["text"][:3]
 
 
 @pytest.mark.parametrize("key", ["max_train_samples", "max_eval_samples"])
@@ -338,10 +348,8 @@ def test_bad_max_samples_names_the_key(tmp_path: Path, key: str, value: Any) -> 
 
 
 def test_unknown_task_is_an_error() -> None:
-    with pytest.raises(UsageError, match="'sst2'.*mnli, qqp"):
+    with pytest.raises(UsageError, match="task.name: .*'classification', 'qa', 'mnli', 'qqp' or 'squad' .got 'sst2'"):
         load_glue("sst2", None, None)
-    with pytest.raises(UsageError, match="'rte'"):
-        compute_metrics("rte")
 
 
 def test_validation_file_without_train_file_is_an_error(tmp_path: Path) -> None:
@@ -354,15 +362,15 @@ def test_validation_file_without_train_file_is_an_error(tmp_path: Path) -> None:
     ("name", "content", "expected"),
     [
         ("short_row.tsv", "sentence1\tsentence2\tgold_label\na\tb\tneutral\nc\td\n", "line 3: 2 fields"),
-        ("broken.json", '[{"premise": "a", ', "cannot be read as .json"),
+        ("broken.json", '[{"premise": "a", ', "not valid JSON (line 1"),
         (
             "broken.jsonl",
             '{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": \n',
             "line 2: not valid JSON",
         ),
         ("scalars.json", "[1, 2]", "record 1: expected an object"),
-        ("null_text.jsonl", '{"premise": null, "hypothesis": "b", "label": 0}\n', "column 'premise' is None"),
-        ("not_gzip.tsv.gz", "sentence1\tsentence2\tgold_label\n", "cannot be read as .tsv"),
+        ("null_text.jsonl", '{"premise": null, "hypothesis": "b", "label": 0}\n', "column 'premise': None is not text"),
+        ("not_gzip.tsv.gz", "sentence1\tsentence2\tgold_label\n", "cannot be read as UTF-8 text"),
     ],
 )
 def test_malformed_files_name_the_file(tmp_path: Path, name: str, content: str, expected: str) -> None:
@@ -377,7 +385,7 @@ def test_hub_failure_suggests_a_local_train_file(monkeypatch: pytest.MonkeyPatch
     def offline(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("Couldn't reach 'nyu-mll/glue'\non the Hub (LocalEntryNotFoundError)")
 
-    monkeypatch.setattr(glue.datasets, "load_dataset", offline)
+    monkeypatch.setattr(sources.datasets, "load_dataset", offline)
     with pytest.raises(UsageError) as error:
         load_glue("qqp", None, None)
     message = str(error.value)
@@ -401,11 +409,12 @@ def test_hub_splits_are_train_and_the_matched_validation(
         requested.append(args)
         return datasets.DatasetDict({name: split(name) for name in names})
 
-    monkeypatch.setattr(glue.datasets, "load_dataset", fake_hub)
+    monkeypatch.setattr(sources.datasets, "load_dataset", fake_hub)
     loaded = load_glue(task, None, None)
     assert requested == [("nyu-mll/glue", task)]
-    assert loaded["train"][first] == ["train"] and loaded["validation"][first] == [validation_split]
-    assert loaded["validation"].column_names == [first, second, "label"]
+    assert loaded["train"]["text"] == ["train"] and loaded["validation"]["text"] == [validation_split]
+    assert loaded["validation"].column_names == ["text", "text_pair", "label"]
+    assert loaded["validation"]["label"] == [1]  # an index into the preset's labels
 
 
 @pytest.mark.integration
@@ -422,8 +431,8 @@ def test_real_mnli_dev_matched_label_counts() -> None:
     whole = load_glue("mnli", str(MNLI_DEV), str(MNLI_DEV))["validation"]
     assert len(whole) == 9815
     assert whole[0] == {
-        "premise": "The new rights are nice enough",
-        "hypothesis": "Everyone really likes the newest benefits ",
+        "text": "The new rights are nice enough",
+        "text_pair": "Everyone really likes the newest benefits ",
         "label": 1,
     }
 
@@ -442,9 +451,17 @@ def logits_for(classes: list[int], num_labels: int) -> np.ndarray:
     return logits
 
 
-def test_mnli_accuracy_three_of_four() -> None:
+def compute_metrics(task: str):
+    """The preset's metrics as the task computes them from logits."""
+    count = len(LABELS[task])
+    return lambda p: classification_metrics(predicted_classes(p.predictions), p.label_ids, count)
+
+
+def test_mnli_accuracy_three_of_four_and_macro_f1() -> None:
+    # class 0: TP 1, FN 1 -> F1 2/3; class 1: TP 1 -> 1; class 2: TP 1, FP 1 -> 2/3; mean 7/9
     prediction = EvalPrediction(predictions=logits_for([0, 1, 2, 2], 3), label_ids=np.array([0, 1, 2, 0]))
-    assert compute_metrics("mnli")(prediction) == {"accuracy": 0.75}
+    result = compute_metrics("mnli")(prediction)
+    assert result == {"accuracy": 0.75, "macro_f1": pytest.approx(7 / 9)}
 
 
 def test_qqp_accuracy_and_f1_of_duplicate() -> None:
@@ -480,9 +497,8 @@ def test_tokenize_truncates_without_padding(tmp_path: Path, tokenizer: Any, task
     path = str(write_task_file(tmp_path / "data.csv", task))
     long_text = "word " * 200
     dataset = load_glue(task, path, path)["train"]
-    first, second = TEXT_COLUMNS[task]
-    dataset = dataset.add_item({first: long_text, second: long_text, "label": 1})
-    encoded = tokenize(dataset, tokenizer, task, max_seq_length=32)
+    dataset = dataset.add_item({"text": long_text, "text_pair": long_text, "label": 1})
+    encoded = tokenize(dataset, tokenizer, max_seq_length=32)
     assert set(encoded.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
     assert encoded["labels"] == dataset["label"]
     lengths = [len(ids) for ids in encoded["input_ids"]]
@@ -493,4 +509,4 @@ def test_tokenize_truncates_without_padding(tmp_path: Path, tokenizer: Any, task
         assert mask == [1] * len(ids)
         assert ids[0] == tokenizer.cls_token_id and ids.count(tokenizer.sep_token_id) == 2
     with pytest.raises(UsageError, match="task.max_seq_length"):
-        tokenize(dataset, tokenizer, task, max_seq_length=4)
+        tokenize(dataset, tokenizer, max_seq_length=4)

@@ -448,11 +448,11 @@ def test_eval_onnx_on_squad_gives_the_same_answers(tmp_path):
     # the same answers, decoded from the graph's padded logits
     from fineprune.config import load_config
     from fineprune.onnx_inference import PAD_LOGIT, open_session, predict
-    from fineprune.tasks import get_task
-    from fineprune.tasks.squad import postprocess_predictions
+    from fineprune.tasks import load_task
+    from fineprune.tasks.qa import postprocess_predictions
 
-    squad = get_task("squad")
-    prepared = squad.prepare(load_config(folder / "fineprune_config.yaml"), tokenizer)
+    squad = load_task(load_config(folder / "fineprune_config.yaml").task)
+    prepared = squad.prepare(tokenizer)
     lengths = [len(ids) for ids in prepared.eval["input_ids"]]
     assert max(lengths[:3]) < max(lengths) and len(prepared.eval) > len(records)  # see squad_records
     start, end = predict(open_session(folder / "onnx" / "model.onnx"), squad.model_inputs(prepared.eval), tokenizer, 3)

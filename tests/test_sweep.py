@@ -45,6 +45,7 @@ def test_sweep_trains_every_run_and_writes_the_tables(tiny_sweep):
         "target_density",
         "density",
         "accuracy",
+        "macro_f1",
         "seed",
         "distilled",
         "run_dir",

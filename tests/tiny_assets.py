@@ -100,10 +100,13 @@ def mnli_eval_features(folder: Path) -> tuple[Any, Any, Any]:
     from transformers import AutoTokenizer
 
     from fineprune.config import load_config
-    from fineprune.tasks import get_task
+    from fineprune.tasks import load_task
 
-    task, tokenizer = get_task("mnli"), AutoTokenizer.from_pretrained(str(folder))
-    return task, tokenizer, task.prepare(load_config(folder / "fineprune_config.yaml"), tokenizer).eval
+    task, tokenizer = (
+        load_task(load_config(folder / "fineprune_config.yaml").task),
+        AutoTokenizer.from_pretrained(folder),
+    )
+    return task, tokenizer, task.prepare(tokenizer).eval
 
 
 def row_logits(model: torch.nn.Module, features, input_names: list[str]) -> np.ndarray:

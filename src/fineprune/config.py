@@ -41,7 +41,9 @@ class TaskSection(_Section):
     validation_file: str | None = Field(
         None, description="Local file; null with a train_file: carve eval_fraction of it off, reproducibly."
     )
-    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of train_file held out for evaluation.")
+    eval_fraction: float = Field(
+        0.2, strict=True, gt=0, lt=1, description="Share of train_file held out for evaluation."
+    )
     text_columns: list[str] | None = Field(
         None, description="classification: the text column, or the pair's two: [text] or [premise, hypothesis]."
     )
@@ -59,13 +61,13 @@ class TaskSection(_Section):
         description="The hub dataset's split to evaluate on; null = validation, or eval_fraction of train_split "
         "carved off when the dataset has no such split.",
     )
-    max_train_samples: int | None = Field(None, ge=1, description="Keep the first N training examples.")
-    max_eval_samples: int | None = Field(None, ge=1, description="Keep the first N evaluation examples.")
-    max_seq_length: int = Field(128, ge=8, description="Tokens per example (per window for qa).")
-    doc_stride: int = Field(128, ge=1, description="qa: overlap between windows of a long context.")
-    n_best: int = Field(20, ge=1, description="qa: start/end candidates per window.")
-    max_answer_length: int = Field(30, ge=1, description="qa: longest answer, in tokens.")
-    seed: int = Field(42, description="Seed of the train/eval split.")
+    max_train_samples: int | None = Field(None, strict=True, ge=1, description="Keep the first N training examples.")
+    max_eval_samples: int | None = Field(None, strict=True, ge=1, description="Keep the first N evaluation examples.")
+    max_seq_length: int = Field(128, strict=True, ge=8, description="Tokens per example (per window for qa).")
+    doc_stride: int = Field(128, strict=True, ge=1, description="qa: overlap between windows of a long context.")
+    n_best: int = Field(20, strict=True, ge=1, description="qa: start/end candidates per window.")
+    max_answer_length: int = Field(30, strict=True, ge=1, description="qa: longest answer, in tokens.")
+    seed: int = Field(42, strict=True, description="Seed of the train/eval split.")
 
     @field_validator("text_columns", "labels", mode="before")
     @classmethod

@@ -351,6 +351,9 @@ def evaluate(
     source = model_dir if (model_dir / "tokenizer_config.json").is_file() else config.model.name_or_path
     tokenizer = load_tokenizer(source, trust_remote_code)
     if graph is not None:
+        # No model is loaded: the folder's config says what the graph's outputs are (their labels' order).
+        head = transformers.PretrainedConfig.from_dict(transformers.PretrainedConfig.get_config_dict(str(model_dir))[0])
+        task.check_head(head, f"model {model_dir}")
         return _evaluate_graph(graph, backend, config, task, tokenizer, model_dir / f"eval_results_{backend}.json")
     model = load_model(model_dir, task, "model", trust_remote_code).eval()
     data = task.prepare(tokenizer)

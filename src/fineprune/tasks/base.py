@@ -8,9 +8,9 @@ from typing import Any
 
 import datasets
 import numpy as np
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from fineprune.config import RunConfig, TaskSection
+from fineprune.config import TaskSection
 from fineprune.errors import UsageError
 
 
@@ -39,11 +39,11 @@ class Task:
 
     def check_model(self, model: PreTrainedModel, where: str) -> None:
         """Raise a clear error if a model (the one trained, a teacher, an export) does not fit this task."""
+        self.check_head(model.config, where)
 
-    def settled(self, config: RunConfig) -> RunConfig:
-        """The config with what the task settled from the data and the model (a run saves it, so that its
-        evaluation reads the data the same way)."""
-        return config
+    def check_head(self, config: PretrainedConfig, where: str) -> None:
+        """What a model's config says about its head, checked and taken (classification: the label names and their
+        order); also for an ONNX graph, whose folder holds the config of the model it was exported from."""
 
     def prepare(self, tokenizer: PreTrainedTokenizerBase) -> TaskData:
         """Tokenized features of the examples read."""

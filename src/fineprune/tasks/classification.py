@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from fineprune.config import RunConfig, TaskSection
+from fineprune.config import TaskSection
 from fineprune.errors import UsageError
 from fineprune.tasks import sources
 from fineprune.tasks.base import Task, TaskData, check_not_empty, head
@@ -144,11 +144,10 @@ class ClassificationTask(Task):
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_labels": len(self.labels)} | _label_maps(self.labels)
 
-    def check_model(self, model, where):
+    def check_head(self, config, where):
         """A model fine-tuned for the task keeps its label order (the data's labels are renumbered to it); one
         whose labels are other than the data's is refused. A head without label names is checked by size and
         given the data's names, so that what is saved and exported predicts names."""
-        config = model.config
         names = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
         if all(_UNNAMED.fullmatch(name) for name in names):
             if len(names) != len(self.labels):
@@ -175,10 +174,6 @@ class ClassificationTask(Task):
         )
         self.positive = order[self.positive] if self.positive < len(order) else self.positive
         self.labels = names
-
-    def settled(self, config: RunConfig) -> RunConfig:
-        task = config.task.model_copy(update={"labels": list(self.labels)})
-        return config.model_copy(update={"task": task})
 
     # -- features and metrics ---------------------------------------------------------------------------------------
     def prepare(self, tokenizer: PreTrainedTokenizerBase) -> TaskData:

@@ -91,13 +91,18 @@ def read_table(path_str: str, key: str, formats: tuple[str, ...] = FORMATS) -> T
     text = read_text(path_str, key)
     if fmt in (".tsv", ".csv"):
         return _delimited(text, fmt, where)
-    records = [(location, _as_record(value, where, location)) for location, value in json_values(text, where)]
+    records = [
+        (location, _as_record(value, where, location)) for location, value in json_values(text, where, fmt == ".jsonl")
+    ]
     return Table(where, list(records[0][1]) if records else [], records[0][0] if records else "", records)
 
 
-def json_values(text: str, where: str) -> list[tuple[str, Any]]:
-    """The located values of a JSON document or a JSON Lines file: a list gives its items ("record N"), a single
-    object itself ("record 1"), JSON Lines each line's value ("line N")."""
+def json_values(text: str, where: str, lines: bool = False) -> list[tuple[str, Any]]:
+    """The located values of a JSON Lines file (``lines``: each line's value, "line N") or of a JSON document: a list
+    gives its items ("record N"), a single object itself ("record 1"); a .json file that is not one JSON document is
+    read as JSON Lines (what ``Dataset.to_json`` writes by default)."""
+    if lines:
+        return _json_lines(text, where)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
