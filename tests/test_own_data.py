@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,27 @@ def test_a_sweep_and_its_report_on_own_data(trec):
     assert "classification (accuracy)" in (root / "sweep" / "results.md").read_text()
     result = CliRunner().invoke(app, ["report", str(root / "sweep"), "--out", str(root / "figures")])
     assert result.exit_code == 0, result.output
+
+
+def test_a_model_with_its_own_label_order_is_evaluated_in_it(trec, tmp_path):
+    """The dense run with its head's rows and label names permuted together predicts the same names: evaluated in
+    its own order, by torch and by its ONNX graph, it scores what the dense run scores."""
+    folder, order = tmp_path / "reordered", [3, 1, 0, 2]  # output i is the dense run's output order[i]
+    model = AutoModelForSequenceClassification.from_pretrained(trec["dense"])
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight[order])
+        model.classifier.bias.copy_(model.classifier.bias[order])
+    model.config.id2label = {i: LABELS[o] for i, o in enumerate(order)}
+    model.config.label2id = {name: i for i, name in model.config.id2label.items()}
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "fineprune_config.yaml"):
+        shutil.copy(trec["dense"] / name, folder / name)
+    dense = json.loads((trec["dense"] / "summary.json").read_text())["metrics"]
+    assert dense["accuracy"] > 0.5  # so that reading the outputs in the data's order would score far less
+    from_torch = invoke(["eval", folder])
+    assert from_torch["accuracy"] == dense["accuracy"] and from_torch["macro_f1"] == pytest.approx(dense["macro_f1"])
+    invoke(["export", folder, "--onnx"])
+    assert invoke(["eval", folder, "--onnx"])["accuracy"] == dense["accuracy"]
 
 
 def test_a_model_fine_tuned_with_other_labels_is_one_line(trec, tmp_path):
