@@ -220,6 +220,30 @@ def test_split_by_title_and_sample_limits(tmp_path: Path) -> None:
     assert len(limited["validation"]) == 5
 
 
+def test_own_records_without_titles_are_split_by_context(tmp_path: Path) -> None:
+    records = [
+        {key: value for key, value in record.items() if key != "title"} | {"id": number}
+        for number, record in enumerate(_flat())
+    ]
+    path = _write(tmp_path / "own.jsonl.gz", _jsonl(records))
+    splits = load_squad(path, None, name="qa", eval_fraction=0.5, seed=1)
+    train, validation = splits["train"], splits["validation"]
+    assert len(train) + len(validation) == 5 and len(set(validation["context"])) == 2  # 2 of the 4 contexts
+    assert not set(train["context"]) & set(validation["context"])  # Beta's two questions stay together
+    assert sorted([*train["id"], *validation["id"]]) == ["0", "1", "2", "3", "4"]  # ids written as numbers
+    assert set(train["title"]) == {""}
+
+
+@pytest.mark.parametrize("field", ["question", "context"])
+def test_an_empty_text_names_file_line_and_field(tmp_path: Path, field: str) -> None:
+    records = _flat()
+    records[2][field] = "  "
+    path = _write(tmp_path / "own.jsonl", _jsonl(records))
+    with pytest.raises(UsageError) as caught:
+        load_squad(path, None, name="qa")
+    assert str(caught.value) == f"task.train_file {path}, line 3, {field!r}: empty text"
+
+
 def _broken(edit) -> dict:
     document = _official()
     edit(document["data"])

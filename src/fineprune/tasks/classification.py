@@ -10,6 +10,7 @@ fine-tuned for the task brings its own order (``check_model``), and the run save
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import datasets
@@ -121,7 +122,7 @@ class ClassificationTask(Task):
         )
         return datasets.Dataset.from_dict(columns | {LABEL: labels}, features=features)
 
-    def _label_index(self):
+    def _label_index(self) -> Callable[[str], int | None]:
         """Label text -> index: the name as written, else ignoring case (where that is unambiguous), else (for
         labels the config or preset lists) an index 0..n-1."""
         exact = {label: i for i, label in enumerate(self.labels)}
