@@ -178,3 +178,16 @@ def test_a_job_killed_at_random_moments_leaves_no_folder_taken_for_finished(job,
             for words in (["eval", folder], ["export", folder, "--onnx"]):
                 error = invoke(words, exit_code=2)
                 assert "unfinished, its job was interrupted" in error if staging.exists() else "no " in error
+
+
+def test_a_terminated_export_cleans_up_and_keeps_the_earlier_folder(finished, tmp_path):
+    """SIGTERM (or Ctrl-C) unwinds an export: its staging folder and lock are removed, the earlier folder stays."""
+    out, log = tmp_path / "out", tmp_path / "export.log"
+    invoke(["export", finished["run"], "--out", out])
+    earlier = files(out)
+    pid = fork_cli(["export", finished["run"], "--onnx", "--out", out, "--overwrite"], log)
+    wait_for(lambda: (outputs.staging_path(out) / "config.json").is_file(), pid)  # writing
+    os.kill(pid, signal.SIGTERM)
+    assert exit_code(pid) == 128 + signal.SIGTERM
+    assert log.read_text().splitlines()[-1] == "interrupted by SIGTERM" and "Traceback" not in log.read_text()
+    assert files(out) == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["export.log", "out"]

@@ -53,6 +53,28 @@ def test_the_earlier_folder_stays_whole_until_the_new_one_is_complete(tmp_path):
     outputs.check_complete(target)
 
 
+@pytest.mark.parametrize("earlier", ["link", "file"])
+def test_an_earlier_link_or_file_is_replaced_and_a_links_folder_left_alone(tmp_path, earlier):
+    target, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "model.txt").write_text("old")
+    if earlier == "link":
+        target.symlink_to(elsewhere)
+    else:
+        target.write_text("old")
+    with outputs.writing(target, overwrite=True) as staging:
+        (staging / "model.txt").write_text("new")
+    assert not target.is_symlink() and tree(target) == {"model.txt": "new"}
+    assert tree(elsewhere) == {"model.txt": "old"} and leftovers(target) == ["elsewhere"]
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_target_named_dot_is_refused(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"name the folder itself, not \. or \.\."), outputs.writing(Path(name)):
+        pass
+
+
 def test_a_failed_job_leaves_the_earlier_folder_and_no_staging(tmp_path):
     target = tmp_path / "out"
     target.mkdir()

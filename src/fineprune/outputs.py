@@ -14,7 +14,6 @@ releases when its holder dies (so a killed job's lock is taken over), and names 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -57,6 +56,10 @@ def is_nonempty(target: Path) -> bool:
 @contextmanager
 def locked(target: Path) -> Iterator[None]:
     """Hold the lock of ``target`` for the duration; refuse at once if another live process holds it."""
+    import fcntl  # POSIX: imported here so that fineprune's other parts still import where there is no flock
+
+    if target.name in ("", ".", ".."):
+        raise UsageError(f"{target}: name the folder itself, not . or .. (it is written beside, in its parent)")
     if target.is_mount():
         raise UsageError(f"{target} is a mount point, which cannot be renamed into place: write into a folder in it")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,9 +100,9 @@ def recover(target: Path) -> None:
             _swap(staging, target)
         else:
             staging.rmdir()
-    if aside.exists():
-        if target.exists():
-            shutil.rmtree(aside)
+    if _exists(aside):
+        if _exists(target):
+            _remove(aside)
         else:
             aside.rename(target)
 
@@ -138,13 +141,26 @@ def publish(staging: Path, target: Path) -> None:
 
 def _swap(staging: Path, target: Path) -> None:
     aside = _aside_path(target)
-    if target.exists():
-        if aside.exists():  # left by a kill after an earlier swap had put its new folder in place
-            shutil.rmtree(aside)
+    if _exists(target):
+        if _exists(aside):  # left by a kill after an earlier swap had put its new folder in place
+            _remove(aside)
         target.rename(aside)
     staging.rename(target)
-    if aside.exists():
-        shutil.rmtree(aside)
+    if _exists(aside):
+        _remove(aside)
+
+
+def _exists(path: Path) -> bool:
+    """Whether anything is at ``path``, a dangling link included."""
+    return path.is_symlink() or path.exists()
+
+
+def _remove(path: Path) -> None:
+    """Delete what an earlier target was: a folder, or a file or link (a link's own target is left alone)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 @contextmanager
