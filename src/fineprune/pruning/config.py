@@ -191,7 +191,7 @@ class PruningConfig(BaseModel):
 
     @property
     def steered(self) -> bool:
-        """Soft movement / L0 with a target density: the masks follow the cubic target density (see the README)."""
+        """Soft movement / L0 with a target density: the masks follow the cubic target density (see docs/reference.md)."""
         return self.method in STEERABLE_METHODS and self.final_density is not None
 
     @property
