@@ -38,7 +38,7 @@ demo: install
 	$(FINEPRUNE) eval demo_runs/movement_compressed > /dev/null
 	$(FINEPRUNE) eval demo_runs/structured_compact > /dev/null
 	$(FINEPRUNE) eval demo_runs/structured_compact --onnx-quantized > /dev/null
-	$(FINEPRUNE) bench demo_runs/dense demo_runs/structured_compact --batch-sizes 1,32 --json > demo_runs/bench.json
+	$(FINEPRUNE) bench demo_runs/dense demo_runs/structured_compact --batch-sizes 1,32 --threads 1 --clock cpu --json > demo_runs/bench.json
 	$(PY) scripts/demo_report.py demo_runs
 
 test: install

@@ -21,7 +21,9 @@ def _json(path: Path) -> dict:
 
 
 def _accuracy(path: Path) -> float:
-    return _json(path)["metrics"]["accuracy"]
+    """From a run's summary.json (under "metrics") or an eval_results*.json (at the top)."""
+    data = _json(path)
+    return data.get("metrics", data)["accuracy"]
 
 
 def _speedups(bench: list[dict], folder: Path, backend: str) -> str:
@@ -67,9 +69,9 @@ def main(root: Path) -> None:
         print(f"{name:<32} {100 * accuracy:>7.1f}% {100 * kept:>11.0f}% {size:>10}  {speed}")
     summary = _json(movement / "summary.json")
     print(
-        f"\nTrained on {summary['train_examples']} MNLI pairs (data/mnli_sample.tsv.gz), evaluated on "
-        f"{summary['eval_examples']} held-out pairs; 'weights kept' counts the encoder's linear weights. "
-        f"Folders: {root}/. Latency: fineprune bench, {bench[0]['seq_len']} tokens, this machine's CPU.\n"
+        f"\nTrained on {summary['train_examples']:,} MNLI pairs (data/mnli_sample.tsv.gz), evaluated on "
+        f"{summary['eval_examples']:,} held-out pairs; 'weights kept' counts the encoder's linear weights. "
+        f"Folders: {root}/. Speed: fineprune bench, {bench[0]['seq_len']} tokens, CPU time of one thread.\n"
         "What the same recipes keep with more data and updates: docs/results.md."
     )
 
