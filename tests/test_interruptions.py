@@ -2,23 +2,23 @@
 that eval or export take for finished, nor loses the folder that --overwrite was replacing; Ctrl-C and SIGTERM stop a
 training run cleanly and say how to resume it.
 
-The jobs run in child processes forked from this one, which has imported torch and transformers already: a fresh
-interpreter takes seconds to import them on a busy machine, a fork starts the job at once.
+The jobs run in child processes of a fork server that has imported torch, transformers and fineprune already
+(cli_child): a fresh interpreter takes seconds to import them on a busy machine, a fork starts the job at once.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import re
 import shlex
 import signal
-import sys
 import time
 from pathlib import Path
 
+import cli_child
 import pytest
-import torch
 import yaml
 from conftest import invoke
 from tiny_assets import one_thread, tiny_setup_fixture  # noqa: F401 (a fixture)
@@ -28,37 +28,30 @@ from fineprune import outputs
 STEPS_PER_EPOCH = 6  # the tiny config: 45 training rows, batch 8
 
 
-def fork_cli(args: list, log: Path) -> int:
-    """Start `fineprune ARGS` in a forked child, its stdout and stderr into ``log``; returns its pid."""
-    from fineprune.cli import app
-
-    pid = os.fork()
-    if pid == 0:  # the child: run the command, then leave without running this process's exit handlers
-        code = 1
-        try:
-            sys.stdout = sys.stderr = open(log, "w", buffering=1)  # noqa: SIM115 (open until the child ends)
-            torch.set_num_threads(1)
-            app([str(a) for a in args], prog_name="fineprune")
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    return pid
+FORK_SERVER = multiprocessing.get_context("forkserver")
+FORK_SERVER.set_forkserver_preload(cli_child.PRELOAD)
 
 
-def wait_for(condition, pid: int, timeout: float = 120) -> None:
-    """Poll ``condition`` until it holds; fail if the child ``pid`` ended first or the time runs out."""
+def start(args: list, log: Path) -> multiprocessing.Process:
+    """Start `fineprune ARGS` in a child process (see cli_child), its stdout and stderr into ``log``."""
+    process = FORK_SERVER.Process(target=cli_child.run, args=([str(a) for a in args], log))
+    process.start()
+    return process
+
+
+def wait_for(condition, process: multiprocessing.Process, timeout: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail if the process ended first or the time runs out."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the job ended before the moment it was to be stopped"
+        assert process.is_alive(), "the job ended before the moment it was to be stopped"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
 
 
-def exit_code(pid: int) -> int:
-    """The child's exit code, or minus the signal that ended it."""
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+def exit_code(process: multiprocessing.Process) -> int:
+    """The process's exit code, or minus the signal that ended it."""
+    process.join(300)
+    return process.exitcode
 
 
 @pytest.fixture(name="tiny_config")
@@ -74,10 +67,10 @@ def tiny_config_fixture(tiny_setup, tmp_path) -> Path:
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_run_saves_a_checkpoint_and_says_how_to_resume(tiny_config, tmp_path, stop):
     run, staging, log = tmp_path / "run", tmp_path / ".run.partial", tmp_path / "train.log"
-    pid = fork_cli(["train", "--config", tiny_config], log)
-    wait_for(lambda: outputs.staging_path(run).joinpath("checkpoint-6", "trainer_state.json").is_file(), pid)
-    os.kill(pid, stop)
-    assert exit_code(pid) == 128 + stop  # 143 for SIGTERM, 130 for Ctrl-C
+    process = start(["train", "--config", tiny_config], log)
+    wait_for(lambda: outputs.staging_path(run).joinpath("checkpoint-6", "trainer_state.json").is_file(), process)
+    os.kill(process.pid, stop)
+    assert exit_code(process) == 128 + stop  # 143 for SIGTERM, 130 for Ctrl-C
 
     lines = log.read_text().splitlines()
     assert "Traceback" not in log.read_text()
@@ -106,10 +99,10 @@ def test_a_stopped_run_saves_a_checkpoint_and_says_how_to_resume(tiny_config, tm
 def test_an_unfinished_run_is_resumed_or_replaced_not_mistaken_for_new(tiny_config, tmp_path):
     """After a kill the plain command is refused (the checkpoints are worth keeping); --resume continues."""
     run, log = tmp_path / "run", tmp_path / "train.log"
-    pid = fork_cli(["train", "--config", tiny_config], log)
-    wait_for(lambda: outputs.staging_path(run).joinpath("checkpoint-6", "trainer_state.json").is_file(), pid)
-    os.kill(pid, signal.SIGKILL)
-    assert exit_code(pid) == -signal.SIGKILL
+    process = start(["train", "--config", tiny_config], log)
+    wait_for(lambda: outputs.staging_path(run).joinpath("checkpoint-6", "trainer_state.json").is_file(), process)
+    os.kill(process.pid, signal.SIGKILL)
+    assert exit_code(process) == -signal.SIGKILL
     error = invoke(["train", "--config", tiny_config], exit_code=2)
     assert f"{run}: an unfinished run is in {tmp_path / '.run.partial'}: pass --resume to continue it" in error
 
@@ -144,30 +137,34 @@ def files(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("job", JOBS)
 def test_a_job_killed_at_random_moments_leaves_no_folder_taken_for_finished(job, finished, tmp_path):
-    """The job writes its folder once in full (the earlier output, and how long the job takes); then it is killed
-    (SIGKILL) after a random part of that time, once replacing the earlier output with --overwrite, once writing a
-    new folder. The earlier output is still there, byte for byte, or was replaced whole; a new folder is absent
-    (eval and export refuse it) or whole. Meanwhile a second writer of the same folder is refused."""
+    """The job writes its folder once in full (the earlier output; and how long it writes, from the moment its staging
+    folder appears); then it is killed (SIGKILL) a random part of that time into its writing, once replacing the
+    earlier output with --overwrite, once writing a new folder. The earlier output is still there, byte for byte, or
+    was replaced whole; a new folder is absent (eval and export refuse it) or whole. Meanwhile a second writer of the
+    same folder is refused."""
     rng, log = random.Random(job), tmp_path / "job.log"
     command = [word.format(**finished, out="{out}") for word in JOBS[job]]
 
-    out, began = tmp_path / "out", time.monotonic()
-    assert exit_code(fork_cli([word.format(out=out) for word in command], log)) == 0, log.read_text()[-2000:]
-    took, earlier = time.monotonic() - began, files(out)
+    out = tmp_path / "out"
+    process, staged = start([word.format(out=out) for word in command], log), None
+    while process.is_alive():
+        if staged is None and outputs.staging_path(out).exists():
+            staged = time.monotonic()
+        time.sleep(0.005)
+    assert exit_code(process) == 0 and staged is not None, log.read_text()[-2000:]
+    writing, earlier = time.monotonic() - staged, files(out)
 
     for target, extra in [(out, ["--overwrite"]), (tmp_path / "new", [])]:
-        args = [word.format(out=target) for word in command] + extra
-        began = time.monotonic()
-        pid = fork_cli(args, log)
-        lock = target.parent / f".{target.name}.lock"
-        wait_for(lambda: lock.is_file() and lock.read_text() == f"{pid}\n", pid)  # noqa: B023 (called at once)
+        args, staging = [word.format(out=target) for word in command] + extra, outputs.staging_path(target)
+        process = start(args, log)
+        wait_for(staging.exists, process)
+        began, lock = time.monotonic(), target.parent / f".{target.name}.lock"
         error = invoke(args, exit_code=2)
-        assert f"{target} is being written by another process (pid {pid}, lock {lock})" in error
-        time.sleep(max(0.0, rng.uniform(0, took) - (time.monotonic() - began)))
-        os.kill(pid, signal.SIGKILL)
-        finished_writing = exit_code(pid) == 0  # the kill came after the job's end
+        assert f"{target} is being written by another process (pid {process.pid}, lock {lock})" in error
+        time.sleep(max(0.0, rng.uniform(0, writing) - (time.monotonic() - began)))
+        process.kill()  # SIGKILL, unless the job has ended
+        finished_writing = exit_code(process) == 0
 
-        staging = outputs.staging_path(target)
         if extra and files(target) == earlier:
             continue  # the earlier output, intact
         if target.exists():  # a new folder in place, whole: every file of the job's, its staging folder moved there
@@ -184,14 +181,10 @@ def test_a_terminated_export_cleans_up_and_keeps_the_earlier_folder(finished, tm
     """SIGTERM (or Ctrl-C) unwinds an export: its staging folder and lock are removed, the earlier folder stays."""
     out, log = tmp_path / "out", tmp_path / "export.log"
     invoke(["export", finished["run"], "--out", out])
-    for _attempt in range(5):  # a tiny export can finish between the check and the signal: then try again
-        earlier = files(out)
-        pid = fork_cli(["export", finished["run"], "--onnx", "--out", out, "--overwrite"], log)
-        wait_for(lambda: (outputs.staging_path(out) / "config.json").is_file(), pid)  # writing
-        os.kill(pid, signal.SIGTERM)
-        code = exit_code(pid)
-        if code != 0:
-            break
-    assert code == 128 + signal.SIGTERM
+    earlier = files(out)
+    process = start(["export", finished["run"], "--onnx", "--out", out, "--overwrite"], log)
+    wait_for(lambda: (outputs.staging_path(out) / "config.json").is_file(), process)  # writing
+    os.kill(process.pid, signal.SIGTERM)
+    assert exit_code(process) == 128 + signal.SIGTERM
     assert log.read_text().splitlines()[-1] == "interrupted by SIGTERM" and "Traceback" not in log.read_text()
     assert files(out) == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["export.log", "out"]

@@ -126,10 +126,8 @@ def start(target: Path, note: str) -> Path:
 def discard(staging: Path) -> None:
     """Delete a staging folder, its mark last: killed half-way, it still reads as unfinished, never as complete."""
     for path in staging.iterdir():
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.name != PARTIAL_MARKER:
-            path.unlink()
+        if path.name != PARTIAL_MARKER:
+            _remove(path)
     shutil.rmtree(staging)
 
 
@@ -156,7 +154,7 @@ def _exists(path: Path) -> bool:
 
 
 def _remove(path: Path) -> None:
-    """Delete what an earlier target was: a folder, or a file or link (a link's own target is left alone)."""
+    """Delete a folder, or a file or link (a link's own target is left alone)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
