@@ -39,6 +39,7 @@ from fineprune.errors import UsageError
 from fineprune.layouts import COMPACT_KEY, block_linears, config_heads, encoder_layers
 from fineprune.pruning.config import PruningConfig
 from fineprune.pruning.masked import MaskedWeight, standardised
+from fineprune.pruning.masks import apply_mask
 
 HEADS = "heads"
 NEURONS = "neurons"
@@ -184,12 +185,12 @@ class _GroupStraightThrough(torch.autograd.Function):
     def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor, piece: GroupSlice) -> Tensor:
         ctx.save_for_backward(weight, mask)
         ctx.piece, ctx.count = piece, scores.numel()
-        return weight * mask
+        return apply_mask(weight, mask)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         weight, mask = ctx.saved_tensors
-        grad_weight = grad * mask if ctx.needs_input_grad[0] else None
+        grad_weight = apply_mask(grad, mask) if ctx.needs_input_grad[0] else None
         grad_scores = ctx.piece.sums(grad * weight, ctx.count) if ctx.needs_input_grad[1] else None
         return grad_weight, grad_scores, None, None
 
@@ -209,7 +210,7 @@ class GroupMaskedWeight(MaskedWeight):
         mask = self.pruner.mask(self.index, self.training)
         scores = self.pruner.parametrizations[self.owner].scores
         if scores is None or mask.requires_grad:
-            return weight * mask
+            return apply_mask(weight, mask)
         return _GroupStraightThrough.apply(weight, scores, mask, self.piece)
 
     def weight_scores(self) -> Tensor:

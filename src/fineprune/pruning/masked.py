@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from fineprune.pruning.config import PruningConfig
-from fineprune.pruning.masks import StraightThroughMask, group_scores
+from fineprune.pruning.masks import StraightThroughMask, apply_mask, group_scores
 from fineprune.pruning.score_updates import rule_state
 
 
@@ -52,7 +52,7 @@ class MaskedWeight(nn.Module):
     def forward(self, weight: Tensor) -> Tensor:
         mask = self.pruner.mask(self.index, self.training)
         if self.scores is None or mask.requires_grad:
-            return weight * mask
+            return apply_mask(weight, mask)
         return StraightThroughMask.apply(weight, self.scores, mask, self.block_shape)
 
     def weight_scores(self) -> Tensor:

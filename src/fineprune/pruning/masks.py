@@ -31,9 +31,9 @@ _EXACT_BELOW = 1 << 16
 
 
 def _row_counts(mask: Tensor) -> list[int]:
-    """The True entries of each row. Row by row: a count along dim 1 converts the booleans to integers first, which
-    takes longer on the CPU than the count itself."""
-    return [int(row.sum()) for row in mask]
+    """The True entries of each row. Row by row with ``count_nonzero``: a sum, or a count along dim 1, converts the
+    booleans to integers first, which takes longer on the CPU than the count itself."""
+    return [int(row.count_nonzero()) for row in mask]
 
 
 def _sample_order(samples: Tensor, index: int) -> Tensor:
@@ -194,6 +194,13 @@ def _sum_blocks(t: Tensor, block_shape: tuple[int, int]) -> Tensor:
     return t.view(rows // br, br, cols // bc, bc).sum(dim=(1, 3))
 
 
+def apply_mask(values: Tensor, mask: Tensor) -> Tensor:
+    """``values * mask``. For a boolean mask ``torch.where(mask, values, 0)``: the same values (a pruned entry is 0
+    where the product gives -0 for a negative weight) in one pass, where the product would first convert the booleans
+    to a float tensor as large as the weight."""
+    return torch.where(mask, values, 0.0) if mask.dtype == torch.bool else values * mask
+
+
 class StraightThroughMask(torch.autograd.Function):
     """W' = W * M with a hard mask M computed from scores S; the gradient skips the mask's step function:
     dL/dW = dL/dW' * M and dL/dS = dL/dW' * W (summed over each block for group scores)."""
@@ -202,11 +209,11 @@ class StraightThroughMask(torch.autograd.Function):
     def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor, block_shape: tuple[int, int]) -> Tensor:
         ctx.save_for_backward(weight, mask)
         ctx.block_shape = block_shape
-        return weight * mask
+        return apply_mask(weight, mask)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         weight, mask = ctx.saved_tensors
-        grad_weight = grad * mask if ctx.needs_input_grad[0] else None
+        grad_weight = apply_mask(grad, mask) if ctx.needs_input_grad[0] else None
         grad_scores = _sum_blocks(grad * weight, ctx.block_shape) if ctx.needs_input_grad[1] else None
         return grad_weight, grad_scores, None, None

@@ -191,10 +191,10 @@ class Pruner(nn.Module):
 
     def binary_masks(self) -> list[Tensor]:
         """The deterministic binary masks of the current state: what evaluation and export apply, and training too
-        for every method but L0. Boolean, one byte per weight (``weight * mask`` gives the same values as a float
-        mask, and a quarter of its memory); with structure heads_neurons a broadcast view of the group masks, which
-        costs no memory per weight. Cached until the clock moves, an optimizer steps, a score (a weight for
-        magnitude) is changed in place or replaced, or :meth:`invalidate` is called."""
+        for every method but L0. Boolean, one byte per weight, applied as ``torch.where(mask, weight, 0)`` (the values
+        of ``weight * float_mask`` in one pass, a quarter of the memory); with structure heads_neurons a broadcast view
+        of the group masks, which costs no memory per weight. Cached until the clock moves, an optimizer steps, a score
+        (a weight for magnitude) is changed in place or replaced, or :meth:`invalidate` is called."""
         held = [p.scores for p in self.parametrizations if p.scores is not None]
         tracked = self._weights() if not self.method.uses_scores else held
         key = (
