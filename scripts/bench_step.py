@@ -9,12 +9,14 @@ pretrained encoder: its cost does not depend on its weights.
 
 Timing: every variant lives in this process and the variants take turns, one step each per round (the order
 rotates every round), so that a noisy machine slows each alike; the report gives each variant's median step and the
-median over rounds of its ratio to the unpruned step with the same teacher setting in that round.
+median over rounds of its ratio to the unpruned step with the same teacher setting in that round. The clock is wall
+time, or with ``--threads 1 --clock cpu`` the CPU time of the calling thread, which leaves out the time that other
+processes on a shared machine take (wall time with several threads also counts each thread's wait for the others).
 Memory (``--memory``): each variant again in a fresh subprocess that takes a few steps and reports its peak RSS
 (and ``torch.cuda.max_memory_allocated`` on a GPU); and the bytes the pruning keeps between steps, counted from the
 tensors themselves.
 
-    python scripts/bench_step.py [--rounds 10] [--threads 2] [--seq 128] [--memory] [--model FOLDER]
+    python scripts/bench_step.py [--rounds 10] [--threads 2 | --threads 1 --clock cpu] [--memory] [--model FOLDER]
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrai
 
 from fineprune.config import RunConfig, load_config  # noqa: E402
 from fineprune.pruning import PruningConfig, find_pruner, prepare  # noqa: E402
+from fineprune.timing import CLOCKS  # noqa: E402
 from fineprune.training.callbacks import PruningCallback  # noqa: E402
 from fineprune.training.trainer import PruningTrainer  # noqa: E402
 
@@ -208,11 +210,12 @@ def time_steps(args: argparse.Namespace, names: list[str]) -> tuple[dict[str, li
         for trainer in trainers.values():  # warm-up: allocator, optimizer state, PLATON's averages
             for _ in range(2):
                 step(trainer, batch)
+        clock = CLOCKS[args.clock]
         for r in range(args.rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                start = time.perf_counter()
+                start = clock()
                 step(trainers[name], batch)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
         return times, {name: pruning_state(t) for name, t in trainers.items()}
 
 
@@ -237,7 +240,7 @@ def describe(model_path: str) -> str:
 def report_times(args: argparse.Namespace, names: list[str], times: dict[str, list[float]]) -> None:
     print(
         f"{describe(args.model)}: batch {args.batch} x {args.seq} tokens, {args.threads} threads, {args.rounds} "
-        f"interleaved rounds; torch {torch.__version__}"
+        f"interleaved rounds, {args.clock} clock; torch {torch.__version__}"
     )
     print("| step | median s/step | vs the same step unpruned: median (quartiles) over rounds |")
     print("| --- | --- | --- |")
@@ -276,6 +279,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="pairs per step (default: the configs' batch size)")
     parser.add_argument("--seq", type=int, default=None, help="tokens per pair (default: the configs' max_seq_length)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall time, or the CPU time of the calling thread (with --threads 1: torch then computes in it, so the "
+        "time other processes took on a shared machine does not count)",
+    )
     parser.add_argument("--model", default=None, help="encoder folder (default: the installed all-MiniLM-L6-v2)")
     parser.add_argument("--only", action="append", choices=list(BY_NAME), help="these variants (repeatable)")
     parser.add_argument("--memory", action="store_true", help="also each variant's peak memory, in a subprocess")
@@ -283,6 +293,8 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=3)
     parser.add_argument("--child", choices=list(BY_NAME), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (other threads' work would not count)")
     shipped = recipe(VARIANTS[0])
     args.batch = args.batch or shipped.training_arguments(output_dir=".").per_device_train_batch_size
     args.seq = args.seq or shipped.task.max_seq_length
