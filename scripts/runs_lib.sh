@@ -1,0 +1,28 @@
+# Shared by scripts/qqp_runs.sh and scripts/trec_runs.sh (sourced, not run): the protocol's flags and a resumable run.
+# Needs MODEL and OUT set; FINEPRUNE (default fineprune) and DEVICE (default "--set training.use_cpu=true"; "" on a
+# GPU) may be set in the environment.
+FP=${FINEPRUNE:-fineprune}
+read -ra DEVICE_FLAGS <<<"${DEVICE---set training.use_cpu=true}"
+if [[ -e $MODEL ]]; then MODEL=$(realpath "$MODEL"); fi
+S=(--set "model.name_or_path=$MODEL" --set training.bf16=true --set training.save_strategy=no
+  --set training.disable_tqdm=true "${DEVICE_FLAGS[@]}")
+T=(--set "distillation.teacher=$OUT/dense")
+mkdir -p "$OUT"
+
+run() {  # run NAME CONFIG [--set ...]: train unless NAME already finished; its summary goes to OUT/NAME.json
+  local name=$1 config=$2; shift 2
+  if [[ -f $OUT/$name/summary.json ]]; then echo "skip $name (done)"; return; fi
+  echo "== $name $(date +%T)"
+  "$FP" train --config "$config" "${S[@]}" "$@" --output-dir "$OUT/$name" --overwrite > "$OUT/$name.json"
+  cat "$OUT/$name.json"
+}
+
+compact_and_bench() {  # compact_and_bench NAME: export NAME --compact --onnx, time it against the dense model
+  local name=$1
+  if [[ ! -d $OUT/${name}_compact ]]; then
+    "$FP" export "$OUT/$name" --compact --onnx --out "$OUT/${name}_compact"
+  fi
+  "$FP" eval "$OUT/${name}_compact" --onnx-quantized > "$OUT/${name}_compact_int8.json"
+  "$FP" bench "$OUT/dense" "$OUT/${name}_compact" --batch-sizes 1,32 --threads 1 --clock cpu > "$OUT/bench.md"
+  cat "$OUT/${name}_compact_int8.json" "$OUT/bench.md"
+}
