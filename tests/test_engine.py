@@ -291,6 +291,8 @@ def test_baked_folder_loads_without_fineprune(tmp_path, batch):
         ({"method": "random"}, "soft_movement"),
         ({"method": "l0", "regularizer": "l1"}, "Extra inputs are not permitted"),
         ({"method": "movement", "final_density": 0.1, "warmup_steps": 1.5}, "whole steps or a fraction"),
+        ({"method": "magnitude", "final_density": 0.1, "freeze_weights": True}, "method magnitude has none"),
+        ({"method": "none", "freeze_weights": True}, "method none has none: its masks could never learn"),
     ],
 )
 def test_bad_settings_are_clear_errors(kwargs, message):

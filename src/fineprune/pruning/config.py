@@ -96,6 +96,13 @@ class PruningConfig(BaseModel):
     platon_beta2: float = Field(
         0.95, ge=0, lt=1, description="scores_update platon: decay of the uncertainty U, the average of |I - I_bar|."
     )
+    freeze_weights: bool = Field(
+        False,
+        description="Freeze the pruned matrices' weights, as SMP (Jiang et al. 2023): only their scores learn, with "
+        "everything that carries no mask (biases, LayerNorm, pooler, task head); the frozen weights get no gradient "
+        "and no optimizer state. SMP also freezes the encoder's biases and LayerNorm: here they learn (0.3% of "
+        "all-MiniLM-L6-v2's encoder), to re-centre the activations the masks shift. Needs a method with scores.",
+    )
     min_density: float = Field(0.005, ge=0, le=1, description="soft_movement: fraction always kept per matrix.")
     block_shape: tuple[int, int] = Field(
         (1, 1), description="One score per block of (rows, cols) weights; (1, 1) is unstructured pruning."
@@ -172,6 +179,11 @@ class PruningConfig(BaseModel):
             raise ValueError(
                 f"group_budget {self.group_budget} splits Top-v's budget between heads and neurons: it needs "
                 f"structure heads_neurons and method magnitude or movement (got {self.structure}, {self.method})"
+            )
+        if self.freeze_weights and self.method not in SCORED_METHODS:
+            raise ValueError(
+                f"freeze_weights leaves only the scores to choose the masks, and method {self.method} has none: "
+                "its masks could never learn (use movement, soft_movement or l0)"
             )
         return self
 
