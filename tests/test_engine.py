@@ -15,7 +15,8 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertFor
 import fineprune as fp
 from fineprune.errors import UsageError
 from fineprune.pruning import find_targets
-from fineprune.pruning.methods import get_method, open_probability
+from fineprune.pruning.masks import HardConcrete
+from fineprune.pruning.methods import get_method
 
 METHODS = ["magnitude", "movement", "soft_movement", "l0"]
 
@@ -293,6 +294,9 @@ def test_baked_folder_loads_without_fineprune(tmp_path, batch):
         ({"method": "movement", "final_density": 0.1, "warmup_steps": 1.5}, "whole steps or a fraction"),
         ({"method": "magnitude", "final_density": 0.1, "freeze_weights": True}, "method magnitude has none"),
         ({"method": "none", "freeze_weights": True}, "method none has none: its masks could never learn"),
+        ({"method": "l0", "l0_stretch": (0.0, 1.1)}, r"l0_stretch \(0.0, 1.1\) must be \(l, r\) with l < 0 < 1 < r"),
+        ({"method": "l0", "l0_stretch": (-0.1, 1.0)}, "l < 0 < 1 < r"),
+        ({"method": "l0", "l0_temperature": 0}, "l0_temperature\n  Input should be greater than 0"),
     ],
 )
 def test_bad_settings_are_clear_errors(kwargs, message):
@@ -361,5 +365,27 @@ def test_l0_expected_density_is_the_weight_weighted_open_probability():
     shift = (2 / 3) * math.log(0.1 / 1.1)
     p = [1 / (1 + math.exp(-(s - shift))) for s in (0.0, 2.0, -1.0)]
     expected = (p[0] + p[1] + 6 * p[2]) / 8  # not the mean of the two matrices' means
-    assert float(method.expected_density(scores)) == pytest.approx(expected, rel=1e-6)
-    assert open_probability(torch.tensor(0.0, dtype=torch.float64)).item() == pytest.approx(p[0], rel=1e-12)
+    assert float(method.expected_density(config("l0"), scores)) == pytest.approx(expected, rel=1e-6)
+    assert HardConcrete().open_probability(torch.tensor(0.0, dtype=torch.float64)).item() == pytest.approx(
+        p[0], rel=1e-12
+    )
+
+
+def test_l0_gate_settings_reach_the_masks_the_expected_density_and_the_penalty():
+    """Temperature 0.4, stretch (-0.3, 1.05), by hand in float64: P(gate != 0) = sigmoid(S - 0.4 log(0.3 / 1.05));
+    the evaluation gate keeps S > log(0.8 / 0.55) = 0.375, so the matrices at S = 0.2 (kept by the paper's gate)
+    are pruned."""
+    settings = config("l0", l0_temperature=0.4, l0_stretch=(-0.3, 1.05), regularization_lambda=2.0)
+    model = fp.prepare(tiny_model("bert"), settings)
+    pruner = fp.get_pruner(model)
+    values = [-1.0, 0.2, 1.0]
+    with torch.no_grad():
+        for i, p in enumerate(pruner.parametrizations):
+            p.scores.fill_(values[i % 3])
+    sizes = [p.scores.numel() for p in pruner.parametrizations]
+    opened = [1 / (1 + math.exp(-(values[i % 3] - 0.4 * math.log(0.3 / 1.05)))) for i in range(len(sizes))]
+    expected = sum(n * q for n, q in zip(sizes, opened)) / sum(sizes)
+    assert pruner.expected_density() == pytest.approx(expected, rel=1e-6)
+    assert float(pruner.regularizer().detach()) == pytest.approx(2.0 * sum(opened) / len(opened), rel=1e-6)
+    kept = sum(n for i, n in enumerate(sizes) if values[i % 3] == 1.0)
+    assert pruner.density() == kept / sum(sizes)

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fineprune.pruning.masks import L0_BETA, L0_LEFT, L0_RIGHT, HardConcrete
+
 Method = Literal["none", "magnitude", "movement", "soft_movement", "l0"]
 TOPV_METHODS = ("magnitude", "movement")
 STEERABLE_METHODS = ("soft_movement", "l0")
@@ -134,6 +136,20 @@ class PruningConfig(BaseModel):
         description="Steered runs: the masks keep between target * (1 - tolerance) and target of the weights "
         "(same scope); inside that band the threshold (soft_movement) or the gates (l0) decide.",
     )
+    l0_temperature: float = Field(
+        L0_BETA,
+        gt=0,
+        description="l0: the hard-concrete temperature beta (the paper's 2/3). The training-time gate is "
+        "clamp(sigmoid((logit(u) + S) / beta) * (r - l) + l, 0, 1): a lower beta makes the sampled gates closer to "
+        "0 or 1 and their gradient steeper; P(gate != 0) = sigmoid(S - beta * log(-l / r)).",
+    )
+    l0_stretch: tuple[float, float] = Field(
+        (L0_LEFT, L0_RIGHT),
+        description="l0: the hard-concrete stretch interval (l, r), l < 0 < 1 < r (the paper's (-0.1, 1.1)): the "
+        "gate is stretched to (l, r) and clamped to [0, 1], so a wider interval puts more of the sampled gates at "
+        "exactly 0 or 1 (and more gradient-free). The binary gate of evaluation is the deterministic gate above "
+        "0.5: S > log((0.5 - l) / (r - 0.5)), S > 0 for an interval symmetric about 1/2.",
+    )
     lagrangian_learning_rate: float = Field(
         5e-6,
         gt=0,
@@ -180,6 +196,12 @@ class PruningConfig(BaseModel):
                 f"group_budget {self.group_budget} splits Top-v's budget between heads and neurons: it needs "
                 f"structure heads_neurons and method magnitude or movement (got {self.structure}, {self.method})"
             )
+        left, right = self.l0_stretch
+        if not left < 0 < 1 < right:
+            raise ValueError(
+                f"l0_stretch {tuple(self.l0_stretch)} must be (l, r) with l < 0 < 1 < r: the gates reach exactly 0 "
+                "and 1 only when stretched past them"
+            )
         if self.freeze_weights and self.method not in SCORED_METHODS:
             raise ValueError(
                 f"freeze_weights leaves only the scores to choose the masks, and method {self.method} has none: "
@@ -205,6 +227,11 @@ class PruningConfig(BaseModel):
     def steered(self) -> bool:
         """Soft movement / L0 with a target density: the masks follow the cubic target density (see docs/reference.md)."""
         return self.method in STEERABLE_METHODS and self.final_density is not None
+
+    @property
+    def hard_concrete(self) -> HardConcrete:
+        """L0's gate with this config's temperature and stretch."""
+        return HardConcrete(self.l0_temperature, *self.l0_stretch)
 
     @property
     def lambda_final(self) -> float:

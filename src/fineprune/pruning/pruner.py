@@ -148,7 +148,7 @@ class Pruner(nn.Module):
     def expected_density(self) -> float:
         """L0: the expected fraction of the pruned weights whose training-time gate is open, now."""
         with torch.no_grad():
-            return float(self.method.expected_density([s.detach() for s in self._scores()]))
+            return float(self.method.expected_density(self.config, [s.detach() for s in self._scores()]))
 
     def _ascend(self) -> None:
         """Gradient ascent on the multipliers: dL/dlambda_1 = E[density] - t, dL/dlambda_2 = (E[density] - t)^2, so
@@ -246,7 +246,7 @@ class Pruner(nn.Module):
         if self.lagrangian:
             if not self.lagrangian_active:
                 return None
-            gap = self.method.expected_density(self._scores()) - self.target_density
+            gap = self.method.expected_density(self.config, self._scores()) - self.target_density
             lambda_1, lambda_2 = self.multipliers.tolist()
             value = lambda_1 * gap + lambda_2 * gap * gap
             self.last_regularizer = value.detach()
@@ -254,7 +254,7 @@ class Pruner(nn.Module):
         lam = self.lambda_value
         if lam == 0:
             return None
-        value = self.method.regularizer(self._scores())
+        value = self.method.regularizer(self.config, self._scores())
         if value is None:
             return None
         self.last_regularizer = value.detach()
