@@ -294,6 +294,11 @@ def test_baked_folder_loads_without_fineprune(tmp_path, batch):
         ({"method": "movement", "final_density": 0.1, "warmup_steps": 1.5}, "whole steps or a fraction"),
         ({"method": "magnitude", "final_density": 0.1, "freeze_weights": True}, "method magnitude has none"),
         ({"method": "none", "freeze_weights": True}, "method none has none: its masks could never learn"),
+        ({"method": "movement", "final_density": 0.1, "regularization_normalize": "loss"}, "movement has none"),
+        (
+            {"method": "l0", "final_density": 0.1, "regularization_normalize": "loss"},
+            "regularization_normalize loss scales lambda . R: a steered l0 run replaces it by its Lagrangian",
+        ),
         ({"method": "l0", "l0_stretch": (0.0, 1.1)}, r"l0_stretch \(0.0, 1.1\) must be \(l, r\) with l < 0 < 1 < r"),
         ({"method": "l0", "l0_stretch": (-0.1, 1.0)}, "l < 0 < 1 < r"),
         ({"method": "l0", "l0_temperature": 0}, "l0_temperature\n  Input should be greater than 0"),
@@ -389,3 +394,47 @@ def test_l0_gate_settings_reach_the_masks_the_expected_density_and_the_penalty()
     assert float(pruner.regularizer().detach()) == pytest.approx(2.0 * sum(opened) / len(opened), rel=1e-6)
     kept = sum(n for i, n in enumerate(sizes) if values[i % 3] == 1.0)
     assert pruner.density() == kept / sum(sizes)
+
+
+class TwoMatrices(nn.Module):
+    """An encoder of one layer with two linear layers of different sizes, in float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 4))]).double()
+
+
+@pytest.mark.parametrize("normalize", ["none", "loss"])
+def test_the_penalty_on_two_matrices_of_different_sizes_by_hand(normalize):
+    """R is the mean of the two matrices' mean sigmoid(S) (6 and 8 scores), not the mean over all 14; with
+    regularization_normalize loss the penalty is lambda * R * L with L detached: dP/dS = lambda * L * sigmoid'(S) /
+    (2 * n) for a matrix of n scores, and L's own inputs get nothing. Every number by hand in float64."""
+    settings = fp.PruningConfig(
+        method="soft_movement", initial_threshold=0.1, regularization_lambda=3.0, regularization_normalize=normalize
+    )
+    pruner = fp.get_pruner(fp.prepare(TwoMatrices(), settings))
+    small = [[-1.0, 0.0, 2.0], [0.5, -0.25, 1.5]]
+    large = [[3.0, -2.0], [0.0, 0.75], [-0.5, 1.0], [2.5, -3.0]]
+    with torch.no_grad():
+        for p, values in zip(pruner.parametrizations, (small, large)):
+            p.scores.copy_(torch.tensor(values, dtype=torch.float64))
+
+    def sigmoid(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    flat = [[v for row in m for v in row] for m in (small, large)]
+    r = (sum(map(sigmoid, flat[0])) / 6 + sum(map(sigmoid, flat[1])) / 8) / 2
+    assert r != pytest.approx(sum(map(sigmoid, flat[0] + flat[1])) / 14, rel=1e-3)  # the sizes matter
+    x = torch.tensor(0.35, dtype=torch.float64, requires_grad=True)
+    loss = 2 * x  # L = 0.7
+    scale = 0.7 if normalize == "loss" else 1.0
+    penalty = pruner.regularizer(loss)
+    assert penalty.item() == pytest.approx(3.0 * scale * r, rel=1e-12)
+    penalty.backward()
+    assert x.grad is None
+    for p, values, n in zip(pruner.parametrizations, flat, (6, 8)):
+        expected = [3.0 * scale * sigmoid(v) * (1 - sigmoid(v)) / (2 * n) for v in values]
+        assert p.scores.grad.flatten().tolist() == pytest.approx(expected, rel=1e-12)
+    if normalize == "loss":
+        with pytest.raises(ValueError, match="pass the loss the penalty is added to"):
+            pruner.regularizer()

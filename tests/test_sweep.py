@@ -286,3 +286,14 @@ def test_a_frozen_weights_base_trains_the_weights_of_magnitude():
     for method in ("movement", "l0"):
         kept, changes = pruning_for(base, method, 0.1)
         assert kept["freeze_weights"] is True and changes == []
+
+
+@pytest.mark.parametrize("method", ["magnitude", "movement", "l0"])
+def test_a_loss_normalised_base_keeps_the_normalisation_for_soft_movement_alone(method):
+    base = {"method": "soft_movement", "final_density": 0.1, "regularization_normalize": "loss"}
+    cell, changes = pruning_for(base, method, 0.1)
+    assert cell["regularization_normalize"] == "none"
+    assert changes == [f"regularization_normalize loss -> none ({method} at a target density has no lambda * R)"]
+    PruningConfig(**cell)
+    kept, changes = pruning_for(base, "soft_movement", 0.03)
+    assert kept["regularization_normalize"] == "loss" and changes == []

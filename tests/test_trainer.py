@@ -202,3 +202,25 @@ def test_frozen_weights_stay_bit_for_bit_and_hold_no_optimizer_state(tmp_path, m
     assert len(frozen) == 6 and len(grouped & frozen) == 0
     learned = ("scores", "attention.self.query.bias", "output.LayerNorm.weight", "classifier.weight")
     assert all(any(name.endswith(part) for name in changed) for part in learned), changed
+
+
+def test_a_loss_normalised_penalty_is_lambda_r_times_the_loss_it_joins(tmp_path):
+    """regularization_normalize loss through the Trainer: each step's penalty is lambda * R * task loss, from the
+    values logged for that step (one batch per step, a constant lambda: the default 1, so the penalty stays below the
+    task loss)."""
+    config = fp.PruningConfig(
+        method="soft_movement",
+        initial_threshold=0.1,
+        warmup_steps=0,
+        cooldown_steps=0,
+        regularization_normalize="loss",
+    )
+    model = fp.prepare(tiny_classifier(dropout=0.0), config)
+    trainer = pruning_trainer(model, tmp_path, max_steps=2, logging_steps=1, per_device_train_batch_size=8)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        product = entry["pruning/lambda"] * entry["pruning/regularizer"] * entry["loss/task"]
+        assert entry["loss/penalty"] == pytest.approx(product, rel=1e-5)
+        assert entry["pruning/lambda"] == pytest.approx(1.0) and entry["loss/penalty"] < entry["loss/task"]

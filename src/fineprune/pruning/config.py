@@ -55,7 +55,20 @@ class PruningConfig(BaseModel):
     initial_threshold: float = Field(0.0, ge=0, lt=1, description="soft_movement: threshold tau on sigmoid(S).")
     final_threshold: float = Field(0.1, ge=0, lt=1, description="soft_movement: final threshold tau.")
     regularization_lambda: float | None = Field(
-        None, ge=0, description="Final lambda of the regularizer (default: 400 soft_movement, 125 l0)."
+        None,
+        ge=0,
+        description="Final lambda of the regularizer (default: 400 soft_movement, 125 l0; 1 with "
+        "regularization_normalize loss).",
+    )
+    regularization_normalize: Literal["none", "loss"] = Field(
+        "none",
+        description="soft_movement, and l0 without final_density: the scale of the penalty. none: lambda(t) * R, "
+        "the paper's, R the mean over the pruned matrices of each matrix's mean sigmoid(S) (l0: P(gate != 0)), at "
+        "most 1 (nn_pruning's mean over attention and FFN matrices of such means is the same R when each layer has "
+        "3 of each), so lambda 400 makes the penalty ~100 times a short run's task loss. loss: lambda(t) * R * L, L "
+        "the loss the penalty is added to (task and distillation terms, detached): regularization_lambda is the "
+        "penalty's ceiling in units of that loss (default 1), and the penalty keeps its proportion as L falls. "
+        "Either way only the scores feel it (R depends on nothing else).",
     )
     warmup_steps: int | float = Field(
         0.1,
@@ -202,6 +215,9 @@ class PruningConfig(BaseModel):
                 f"l0_stretch {tuple(self.l0_stretch)} must be (l, r) with l < 0 < 1 < r: the gates reach exactly 0 "
                 "and 1 only when stretched past them"
             )
+        if self.regularization_normalize != "none" and (self.method not in STEERABLE_METHODS or self.steered_l0):
+            owner = "a steered l0 run replaces it by its Lagrangian" if self.steered_l0 else f"{self.method} has none"
+            raise ValueError(f"regularization_normalize {self.regularization_normalize} scales lambda * R: {owner}")
         if self.freeze_weights and self.method not in SCORED_METHODS:
             raise ValueError(
                 f"freeze_weights leaves only the scores to choose the masks, and method {self.method} has none: "
@@ -229,6 +245,11 @@ class PruningConfig(BaseModel):
         return self.method in STEERABLE_METHODS and self.final_density is not None
 
     @property
+    def steered_l0(self) -> bool:
+        """L0 with a target density: its Lagrangian replaces lambda * R."""
+        return self.steered and self.method == "l0"
+
+    @property
     def hard_concrete(self) -> HardConcrete:
         """L0's gate with this config's temperature and stretch."""
         return HardConcrete(self.l0_temperature, *self.l0_stretch)
@@ -237,6 +258,8 @@ class PruningConfig(BaseModel):
     def lambda_final(self) -> float:
         if self.regularization_lambda is not None:
             return self.regularization_lambda
+        if self.regularization_normalize == "loss":
+            return 1.0
         return DEFAULT_LAMBDA.get(self.method, 0.0)
 
     @property

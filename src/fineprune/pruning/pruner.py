@@ -239,10 +239,11 @@ class Pruner(nn.Module):
         return sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
 
     # -- the regularizer -----------------------------------------------------------------------------------------
-    def regularizer(self) -> Tensor | None:
-        """The term to add to the loss: lambda(t) * R(S); for a steered L0 run the Lagrangian
-        lambda_1 (E[density] - t) + lambda_2 (E[density] - t)^2 (Wang et al. 2020). None when the method has none,
-        lambda is 0 now, or a steered L0 run is outside its Lagrangian's window."""
+    def regularizer(self, loss: Tensor | None = None) -> Tensor | None:
+        """The term to add to the loss: lambda(t) * R(S), times ``loss`` (detached) with regularization_normalize
+        loss; for a steered L0 run the Lagrangian lambda_1 (E[density] - t) + lambda_2 (E[density] - t)^2 (Wang et
+        al. 2020). None when the method has none, lambda is 0 now, or a steered L0 run is outside its Lagrangian's
+        window."""
         if self.lagrangian:
             if not self.lagrangian_active:
                 return None
@@ -258,6 +259,12 @@ class Pruner(nn.Module):
         if value is None:
             return None
         self.last_regularizer = value.detach()
+        if self.config.regularization_normalize == "loss":
+            if loss is None:
+                raise ValueError(
+                    "regularization_normalize loss: pass the loss the penalty is added to, regularizer(loss)"
+                )
+            return lam * loss.detach() * value
         return lam * value
 
     def log_values(self) -> dict[str, float]:
