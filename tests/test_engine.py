@@ -15,7 +15,8 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertFor
 import fineprune as fp
 from fineprune.errors import UsageError
 from fineprune.pruning import find_targets
-from fineprune.pruning.methods import get_method, open_probability
+from fineprune.pruning.masks import HardConcrete
+from fineprune.pruning.methods import get_method
 
 METHODS = ["magnitude", "movement", "soft_movement", "l0"]
 
@@ -291,6 +292,16 @@ def test_baked_folder_loads_without_fineprune(tmp_path, batch):
         ({"method": "random"}, "soft_movement"),
         ({"method": "l0", "regularizer": "l1"}, "Extra inputs are not permitted"),
         ({"method": "movement", "final_density": 0.1, "warmup_steps": 1.5}, "whole steps or a fraction"),
+        ({"method": "magnitude", "final_density": 0.1, "freeze_weights": True}, "method magnitude has none"),
+        ({"method": "none", "freeze_weights": True}, "method none has none: its masks could never learn"),
+        ({"method": "movement", "final_density": 0.1, "regularization_normalize": "loss"}, "movement has none"),
+        (
+            {"method": "l0", "final_density": 0.1, "regularization_normalize": "loss"},
+            "regularization_normalize loss scales lambda . R: a steered l0 run replaces it by its Lagrangian",
+        ),
+        ({"method": "l0", "l0_stretch": (0.0, 1.1)}, r"l0_stretch \(0.0, 1.1\) must be \(l, r\) with l < 0 < 1 < r"),
+        ({"method": "l0", "l0_stretch": (-0.1, 1.0)}, "l < 0 < 1 < r"),
+        ({"method": "l0", "l0_temperature": 0}, "l0_temperature\n  Input should be greater than 0"),
     ],
 )
 def test_bad_settings_are_clear_errors(kwargs, message):
@@ -359,5 +370,71 @@ def test_l0_expected_density_is_the_weight_weighted_open_probability():
     shift = (2 / 3) * math.log(0.1 / 1.1)
     p = [1 / (1 + math.exp(-(s - shift))) for s in (0.0, 2.0, -1.0)]
     expected = (p[0] + p[1] + 6 * p[2]) / 8  # not the mean of the two matrices' means
-    assert float(method.expected_density(scores)) == pytest.approx(expected, rel=1e-6)
-    assert open_probability(torch.tensor(0.0, dtype=torch.float64)).item() == pytest.approx(p[0], rel=1e-12)
+    assert float(method.expected_density(config("l0"), scores)) == pytest.approx(expected, rel=1e-6)
+    assert HardConcrete().open_probability(torch.tensor(0.0, dtype=torch.float64)).item() == pytest.approx(
+        p[0], rel=1e-12
+    )
+
+
+def test_l0_gate_settings_reach_the_masks_the_expected_density_and_the_penalty():
+    """Temperature 0.4, stretch (-0.3, 1.05), by hand in float64: P(gate != 0) = sigmoid(S - 0.4 log(0.3 / 1.05));
+    the evaluation gate keeps S > log(0.8 / 0.55) = 0.375, so the matrices at S = 0.2 (kept by the paper's gate)
+    are pruned."""
+    settings = config("l0", l0_temperature=0.4, l0_stretch=(-0.3, 1.05), regularization_lambda=2.0)
+    model = fp.prepare(tiny_model("bert"), settings)
+    pruner = fp.get_pruner(model)
+    values = [-1.0, 0.2, 1.0]
+    with torch.no_grad():
+        for i, p in enumerate(pruner.parametrizations):
+            p.scores.fill_(values[i % 3])
+    sizes = [p.scores.numel() for p in pruner.parametrizations]
+    opened = [1 / (1 + math.exp(-(values[i % 3] - 0.4 * math.log(0.3 / 1.05)))) for i in range(len(sizes))]
+    expected = sum(n * q for n, q in zip(sizes, opened)) / sum(sizes)
+    assert pruner.expected_density() == pytest.approx(expected, rel=1e-6)
+    assert float(pruner.regularizer().detach()) == pytest.approx(2.0 * sum(opened) / len(opened), rel=1e-6)
+    kept = sum(n for i, n in enumerate(sizes) if values[i % 3] == 1.0)
+    assert pruner.density() == kept / sum(sizes)
+
+
+class TwoMatrices(nn.Module):
+    """An encoder of one layer with two linear layers of different sizes, in float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 4))]).double()
+
+
+@pytest.mark.parametrize("normalize", ["none", "loss"])
+def test_the_penalty_on_two_matrices_of_different_sizes_by_hand(normalize):
+    """R is the mean of the two matrices' mean sigmoid(S) (6 and 8 scores), not the mean over all 14; with
+    regularization_normalize loss the penalty is lambda * R * L with L detached: dP/dS = lambda * L * sigmoid'(S) /
+    (2 * n) for a matrix of n scores, and L's own inputs get nothing. Every number by hand in float64."""
+    settings = fp.PruningConfig(
+        method="soft_movement", initial_threshold=0.1, regularization_lambda=3.0, regularization_normalize=normalize
+    )
+    pruner = fp.get_pruner(fp.prepare(TwoMatrices(), settings))
+    small = [[-1.0, 0.0, 2.0], [0.5, -0.25, 1.5]]
+    large = [[3.0, -2.0], [0.0, 0.75], [-0.5, 1.0], [2.5, -3.0]]
+    with torch.no_grad():
+        for p, values in zip(pruner.parametrizations, (small, large)):
+            p.scores.copy_(torch.tensor(values, dtype=torch.float64))
+
+    def sigmoid(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    flat = [[v for row in m for v in row] for m in (small, large)]
+    r = (sum(map(sigmoid, flat[0])) / 6 + sum(map(sigmoid, flat[1])) / 8) / 2
+    assert r != pytest.approx(sum(map(sigmoid, flat[0] + flat[1])) / 14, rel=1e-3)  # the sizes matter
+    x = torch.tensor(0.35, dtype=torch.float64, requires_grad=True)
+    loss = 2 * x  # L = 0.7
+    scale = 0.7 if normalize == "loss" else 1.0
+    penalty = pruner.regularizer(loss)
+    assert penalty.item() == pytest.approx(3.0 * scale * r, rel=1e-12)
+    penalty.backward()
+    assert x.grad is None
+    for p, values, n in zip(pruner.parametrizations, flat, (6, 8)):
+        expected = [3.0 * scale * sigmoid(v) * (1 - sigmoid(v)) / (2 * n) for v in values]
+        assert p.scores.grad.flatten().tolist() == pytest.approx(expected, rel=1e-12)
+    if normalize == "loss":
+        with pytest.raises(ValueError, match="pass the loss the penalty is added to"):
+            pruner.regularizer()

@@ -6,12 +6,10 @@ import pytest
 import torch
 
 from fineprune.pruning.masks import (
+    HardConcrete,
     StraightThroughMask,
     expand_mask,
     group_scores,
-    hard_concrete_binary,
-    hard_concrete_gate,
-    hard_concrete_sample,
     keep_count,
     kth_smallest,
     threshold_mask,
@@ -77,29 +75,41 @@ def test_threshold_mask_and_floor():
     assert int(threshold_mask(torch.full((1000,), -10.0), 0.1, 0.005).sum()) == 5
 
 
+PAPER_GATE = HardConcrete()  # beta 2/3, stretch (-0.1, 1.1)
+
+
 def test_hard_concrete_gate_formula():
     # clamp(sigmoid(a) * 1.2 - 0.1, 0, 1), by hand
     log_alpha = torch.tensor([0.0, math.log(9), -math.log(9), 5.0, -5.0], dtype=torch.float64)
     expected = [0.5, 0.9 * 1.2 - 0.1, 0.1 * 1.2 - 0.1, 1.0, 0.0]
-    assert hard_concrete_gate(log_alpha).tolist() == pytest.approx(expected)
-    assert hard_concrete_binary(log_alpha).tolist() == [False, True, False, True, False]
+    assert PAPER_GATE.gate(log_alpha).tolist() == pytest.approx(expected)
+    assert PAPER_GATE.binary(log_alpha).tolist() == [False, True, False, True, False]
 
 
-def test_hard_concrete_samples_in_unit_interval_and_follow_log_alpha():
+# (beta, l, r): the paper's gate, and a sharper one stretched asymmetrically
+GATES = [(2 / 3, -0.1, 1.1), (0.4, -0.3, 1.05)]
+
+
+@pytest.mark.parametrize(("beta", "left", "right"), GATES)
+def test_hard_concrete_samples_in_unit_interval_and_follow_log_alpha(beta, left, right):
     torch.manual_seed(0)
     log_alpha = torch.tensor([-4.0, 0.0, math.log(9), 4.0]).repeat(20_000, 1).requires_grad_()
-    sample = hard_concrete_sample(log_alpha)
+    sample = HardConcrete(beta, left, right).sample(log_alpha)
     assert sample.min() >= 0 and sample.max() <= 1
     means = sample.mean(0)
     assert means[0] < means[1] < means[2] < means[3]
-    # P(gate = 0) = sigmoid(beta * log(-l / r) - log_alpha); for log_alpha = 0: sigmoid(2/3 * log(1/11)) = 0.1674
-    p_zero = 1 / (1 + math.exp(-(2 / 3) * math.log(0.1 / 1.1)))
-    assert (sample[:, 1] == 0).double().mean().item() == pytest.approx(p_zero, abs=0.01)
+    # The gate is 0 when s <= -l / (r - l), s = sigmoid((logit(u) + log_alpha) / beta), u uniform: so P(gate = 0) =
+    # P(logit(u) <= beta logit(-l / (r - l)) - log_alpha) = sigmoid(beta log(-l / r) - log_alpha) (0.1674 for the
+    # paper's gate at log_alpha = 0); in float64 by hand, for each column
+    for column, a in enumerate([-4.0, 0.0, math.log(9), 4.0]):
+        p_zero = 1 / (1 + math.exp(-(beta * math.log(-left / right) - a)))
+        assert (sample[:, column] == 0).double().mean().item() == pytest.approx(p_zero, abs=0.01)
     sample.sum().backward()
     assert log_alpha.grad.abs().sum() > 0
 
 
-def test_hard_concrete_sample_and_gradient_against_float64_finite_differences():
+@pytest.mark.parametrize(("beta", "left", "right"), GATES)
+def test_hard_concrete_sample_and_gradient_against_float64_finite_differences(beta, left, right):
     """With the noise u fixed, the gate is g(a) = clamp(sigmoid((log u - log(1-u) + a) / beta) (r - l) + l, 0, 1);
     the sample must equal it and its gradient must equal dg/da, by central differences in float64 (0 where the clamp
     holds the gate at 0 or 1)."""
@@ -108,21 +118,31 @@ def test_hard_concrete_sample_and_gradient_against_float64_finite_differences():
     noise = torch.empty_like(log_alpha).uniform_(1e-6, 1 - 1e-6)  # the draw the sample makes under the same seed
     torch.manual_seed(7)
     a = log_alpha.clone().requires_grad_()
-    sample = hard_concrete_sample(a)
+    sample = HardConcrete(beta, left, right).sample(a)
     sample.sum().backward()
 
     def gate(values: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid((torch.log(noise) - torch.log1p(-noise) + values) / (2 / 3))
-        return (s * 1.2 - 0.1).clamp(0, 1)
+        s = torch.sigmoid((torch.log(noise) - torch.log1p(-noise) + values) / beta)
+        return (s * (right - left) + left).clamp(0, 1)
 
     h = 1e-6
     numeric = (gate(log_alpha + h) - gate(log_alpha - h)) / (2 * h)
     stretched = gate(log_alpha).detach()
     inside = (stretched > 1e-4) & (stretched < 1 - 1e-4)  # away from the clamp's kinks
     assert torch.allclose(sample.detach(), gate(log_alpha), atol=1e-12)
-    assert inside.sum() > 100 and (stretched == 0).any() and (stretched == 1).any()
+    assert inside.sum() > 50 and (stretched == 0).any() and (stretched == 1).any()
     assert torch.allclose(a.grad[inside], numeric[inside], rtol=1e-6, atol=1e-9)
     assert (a.grad[(stretched == 0) | (stretched == 1)] == 0).all()
+
+
+def test_binary_gate_of_an_asymmetric_stretch_rounds_the_deterministic_gate():
+    """Stretch (-0.3, 1.05): sigmoid(a) * 1.35 - 0.3 > 0.5 where a > log(0.8 / 0.55) = 0.3747; the paper's a > 0."""
+    gate = HardConcrete(0.4, -0.3, 1.05)
+    log_alpha = torch.linspace(-3, 3, 6001, dtype=torch.float64)
+    by_hand = torch.sigmoid(log_alpha) * 1.35 - 0.3 > 0.5
+    assert torch.equal(gate.binary(log_alpha), by_hand) and by_hand.sum() < (log_alpha > 0).sum()
+    assert gate.binary(torch.tensor([0.37, 0.38])).tolist() == [False, True]
+    assert torch.equal(gate.gate(log_alpha), (torch.sigmoid(log_alpha) * 1.35 - 0.3).clamp(0, 1))
 
 
 def test_straight_through_gradient_by_hand():

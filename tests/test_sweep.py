@@ -275,3 +275,25 @@ def test_a_structured_per_kind_base_serves_the_methods_without_top_v(method):
     PruningConfig(**cell)
     kept, _ = pruning_for(shipped.pruning.model_dump(mode="json"), "magnitude", 0.1)
     assert kept["group_budget"] == "per_kind"  # magnitude ranks by Top-v: its per-kind budget stays
+
+
+def test_a_frozen_weights_base_trains_the_weights_of_magnitude():
+    base = {"method": "soft_movement", "final_density": 0.1, "freeze_weights": True}
+    cell, changes = pruning_for(base, "magnitude", 0.1)
+    assert cell["freeze_weights"] is False
+    assert changes == ["freeze_weights -> false (magnitude has no scores to learn with frozen weights)"]
+    PruningConfig(**cell)
+    for method in ("movement", "l0"):
+        kept, changes = pruning_for(base, method, 0.1)
+        assert kept["freeze_weights"] is True and changes == []
+
+
+@pytest.mark.parametrize("method", ["magnitude", "movement", "l0"])
+def test_a_loss_normalised_base_keeps_the_normalisation_for_soft_movement_alone(method):
+    base = {"method": "soft_movement", "final_density": 0.1, "regularization_normalize": "loss"}
+    cell, changes = pruning_for(base, method, 0.1)
+    assert cell["regularization_normalize"] == "none"
+    assert changes == [f"regularization_normalize loss -> none ({method} at a target density has no lambda * R)"]
+    PruningConfig(**cell)
+    kept, changes = pruning_for(base, "soft_movement", 0.03)
+    assert kept["regularization_normalize"] == "loss" and changes == []

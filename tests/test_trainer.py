@@ -172,3 +172,55 @@ def test_each_loss_term_is_logged_beside_the_total(tmp_path):
     assert first["loss/penalty"] > 0
     total = 0.5 * task + 0.5 * distil + hidden + first["loss/penalty"]
     assert first["loss"] == pytest.approx(total, rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["movement", "soft_movement", "l0"])
+def test_frozen_weights_stay_bit_for_bit_and_hold_no_optimizer_state(tmp_path, method):
+    """freeze_weights (SMP): a few real Trainer steps with weight decay move the scores, biases, LayerNorm and head,
+    and leave every pruned matrix exactly as it was, outside every parameter group and without optimizer state."""
+    density = {"final_density": 0.5} if method == "movement" else {}
+    config = fp.PruningConfig(
+        method=method, freeze_weights=True, scores_init_from_weights=True, warmup_steps=0, cooldown_steps=0, **density
+    )
+    model = fp.prepare(tiny_classifier(), config)
+    frozen = {id(linear.parametrizations.weight.original) for linear in fp.get_pruner(model).linears}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = pruning_trainer(
+        model, tmp_path, max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2, weight_decay=0.1
+    )
+    trainer.train()
+
+    grouped = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    stateful = {id(p) for p in trainer.optimizer.state}
+    changed = set()
+    for name, p in model.named_parameters():
+        if id(p) in frozen:
+            assert torch.equal(p, before[name]) and p.grad is None, name
+            assert id(p) not in grouped | stateful, name
+        elif not torch.equal(p, before[name]):
+            changed.add(name)
+    assert len(frozen) == 6 and len(grouped & frozen) == 0
+    learned = ("scores", "attention.self.query.bias", "output.LayerNorm.weight", "classifier.weight")
+    assert all(any(name.endswith(part) for name in changed) for part in learned), changed
+
+
+def test_a_loss_normalised_penalty_is_lambda_r_times_the_loss_it_joins(tmp_path):
+    """regularization_normalize loss through the Trainer: each step's penalty is lambda * R * task loss, from the
+    values logged for that step (one batch per step, a constant lambda: the default 1, so the penalty stays below the
+    task loss)."""
+    config = fp.PruningConfig(
+        method="soft_movement",
+        initial_threshold=0.1,
+        warmup_steps=0,
+        cooldown_steps=0,
+        regularization_normalize="loss",
+    )
+    model = fp.prepare(tiny_classifier(dropout=0.0), config)
+    trainer = pruning_trainer(model, tmp_path, max_steps=2, logging_steps=1, per_device_train_batch_size=8)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        product = entry["pruning/lambda"] * entry["pruning/regularizer"] * entry["loss/task"]
+        assert entry["loss/penalty"] == pytest.approx(product, rel=1e-5)
+        assert entry["pruning/lambda"] == pytest.approx(1.0) and entry["loss/penalty"] < entry["loss/task"]

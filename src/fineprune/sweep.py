@@ -129,7 +129,9 @@ def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict
     Soft movement and L0 falling back from platon also start their scores from |W|: what keeps the weights' size
     in their scores as PLATON does in movement's (without it they ended one class in 3 of 10 runs of 750 updates on
     the MNLI split; docs/results.md). A per-kind budget splits Top-v's budget, so the methods without Top-v (soft
-    movement, L0) share one budget between heads and neurons instead.
+    movement, L0) share one budget between heads and neurons instead. Frozen weights leave magnitude nothing to
+    learn its masks by, so its cell trains them; of the cells (all at a target density) only soft movement's penalty
+    is lambda * R, which regularization_normalize scales.
     """
     pruning = base | {"method": method, "final_density": density}
     changes = []
@@ -140,6 +142,13 @@ def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict
         if rule == "platon" and method in SCORED_METHODS and not pruning.get("scores_init_from_weights"):
             pruning["scores_init_from_weights"] = True
             changes.append("scores_init_from_weights -> true (its scores start from |W|, as PLATON's do)")
+    normalize = pruning.get("regularization_normalize", "none")
+    if normalize != "none" and method != "soft_movement":
+        pruning["regularization_normalize"] = "none"
+        changes.append(f"regularization_normalize {normalize} -> none ({method} at a target density has no lambda * R)")
+    if pruning.get("freeze_weights") and method not in SCORED_METHODS:
+        pruning["freeze_weights"] = False
+        changes.append(f"freeze_weights -> false ({method} has no scores to learn with frozen weights)")
     if pruning.get("group_budget", "shared") != "shared" and method not in TOPV_METHODS:
         changes.append(f"group_budget {pruning['group_budget']} -> shared ({method} has no Top-v budget to split)")
         pruning["group_budget"] = "shared"

@@ -86,6 +86,8 @@ def prepare(model: nn.Module, config: PruningConfig) -> nn.Module:
     pruner = Pruner(config, targets, parametrizations, groups)
     for linear, masked in zip(targets.values(), parametrizations, strict=True):
         parametrize.register_parametrization(linear, "weight", masked, unsafe=True)
+        if config.freeze_weights:  # an optimizer built from the parameters that require a gradient leaves it out
+            linear.parametrizations.weight.original.requires_grad_(False)
     model.add_module(PRUNER_ATTRIBUTE, pruner)
     if hasattr(model, "config"):
         setattr(model.config, CONFIG_ATTRIBUTE, config.model_dump(mode="json"))

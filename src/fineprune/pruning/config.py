@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fineprune.pruning.masks import L0_BETA, L0_LEFT, L0_RIGHT, HardConcrete
+
 Method = Literal["none", "magnitude", "movement", "soft_movement", "l0"]
 TOPV_METHODS = ("magnitude", "movement")
 STEERABLE_METHODS = ("soft_movement", "l0")
@@ -53,7 +55,20 @@ class PruningConfig(BaseModel):
     initial_threshold: float = Field(0.0, ge=0, lt=1, description="soft_movement: threshold tau on sigmoid(S).")
     final_threshold: float = Field(0.1, ge=0, lt=1, description="soft_movement: final threshold tau.")
     regularization_lambda: float | None = Field(
-        None, ge=0, description="Final lambda of the regularizer (default: 400 soft_movement, 125 l0)."
+        None,
+        ge=0,
+        description="Final lambda of the regularizer (default: 400 soft_movement, 125 l0; 1 with "
+        "regularization_normalize loss).",
+    )
+    regularization_normalize: Literal["none", "loss"] = Field(
+        "none",
+        description="soft_movement, and l0 without final_density: the scale of the penalty. none: lambda(t) * R, "
+        "the paper's, R the mean over the pruned matrices of each matrix's mean sigmoid(S) (l0: P(gate != 0)), at "
+        "most 1 (nn_pruning's mean over attention and FFN matrices of such means is the same R when each layer has "
+        "3 of each), so lambda 400 makes the penalty ~100 times a short run's task loss. loss: lambda(t) * R * L, L "
+        "the loss the penalty is added to (task and distillation terms, detached): regularization_lambda is the "
+        "penalty's ceiling in units of that loss (default 1), and the penalty keeps its proportion as L falls. "
+        "Either way only the scores feel it (R depends on nothing else).",
     )
     warmup_steps: int | float = Field(
         0.1,
@@ -96,6 +111,13 @@ class PruningConfig(BaseModel):
     platon_beta2: float = Field(
         0.95, ge=0, lt=1, description="scores_update platon: decay of the uncertainty U, the average of |I - I_bar|."
     )
+    freeze_weights: bool = Field(
+        False,
+        description="Freeze the pruned matrices' weights, as SMP (Jiang et al. 2023): only their scores learn, with "
+        "everything that carries no mask (biases, LayerNorm, pooler, task head); the frozen weights get no gradient "
+        "and no optimizer state. SMP also freezes the encoder's biases and LayerNorm: here they learn (0.3% of "
+        "all-MiniLM-L6-v2's encoder), to re-centre the activations the masks shift. Needs a method with scores.",
+    )
     min_density: float = Field(0.005, ge=0, le=1, description="soft_movement: fraction always kept per matrix.")
     block_shape: tuple[int, int] = Field(
         (1, 1), description="One score per block of (rows, cols) weights; (1, 1) is unstructured pruning."
@@ -126,6 +148,20 @@ class PruningConfig(BaseModel):
         lt=1,
         description="Steered runs: the masks keep between target * (1 - tolerance) and target of the weights "
         "(same scope); inside that band the threshold (soft_movement) or the gates (l0) decide.",
+    )
+    l0_temperature: float = Field(
+        L0_BETA,
+        gt=0,
+        description="l0: the hard-concrete temperature beta (the paper's 2/3). The training-time gate is "
+        "clamp(sigmoid((logit(u) + S) / beta) * (r - l) + l, 0, 1): a lower beta makes the sampled gates closer to "
+        "0 or 1 and their gradient steeper; P(gate != 0) = sigmoid(S - beta * log(-l / r)).",
+    )
+    l0_stretch: tuple[float, float] = Field(
+        (L0_LEFT, L0_RIGHT),
+        description="l0: the hard-concrete stretch interval (l, r), l < 0 < 1 < r (the paper's (-0.1, 1.1)): the "
+        "gate is stretched to (l, r) and clamped to [0, 1], so a wider interval puts more of the sampled gates at "
+        "exactly 0 or 1 (and more gradient-free). The binary gate of evaluation is the deterministic gate above "
+        "0.5: S > log((0.5 - l) / (r - 0.5)), S > 0 for an interval symmetric about 1/2.",
     )
     lagrangian_learning_rate: float = Field(
         5e-6,
@@ -173,6 +209,20 @@ class PruningConfig(BaseModel):
                 f"group_budget {self.group_budget} splits Top-v's budget between heads and neurons: it needs "
                 f"structure heads_neurons and method magnitude or movement (got {self.structure}, {self.method})"
             )
+        left, right = self.l0_stretch
+        if not left < 0 < 1 < right:
+            raise ValueError(
+                f"l0_stretch {tuple(self.l0_stretch)} must be (l, r) with l < 0 < 1 < r: the gates reach exactly 0 "
+                "and 1 only when stretched past them"
+            )
+        if self.regularization_normalize != "none" and (self.method not in STEERABLE_METHODS or self.steered_l0):
+            owner = "a steered l0 run replaces it by its Lagrangian" if self.steered_l0 else f"{self.method} has none"
+            raise ValueError(f"regularization_normalize {self.regularization_normalize} scales lambda * R: {owner}")
+        if self.freeze_weights and self.method not in SCORED_METHODS:
+            raise ValueError(
+                f"freeze_weights leaves only the scores to choose the masks, and method {self.method} has none: "
+                "its masks could never learn (use movement, soft_movement or l0)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -195,9 +245,21 @@ class PruningConfig(BaseModel):
         return self.method in STEERABLE_METHODS and self.final_density is not None
 
     @property
+    def steered_l0(self) -> bool:
+        """L0 with a target density: its Lagrangian replaces lambda * R."""
+        return self.steered and self.method == "l0"
+
+    @property
+    def hard_concrete(self) -> HardConcrete:
+        """L0's gate with this config's temperature and stretch."""
+        return HardConcrete(self.l0_temperature, *self.l0_stretch)
+
+    @property
     def lambda_final(self) -> float:
         if self.regularization_lambda is not None:
             return self.regularization_lambda
+        if self.regularization_normalize == "loss":
+            return 1.0
         return DEFAULT_LAMBDA.get(self.method, 0.0)
 
     @property

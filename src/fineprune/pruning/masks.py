@@ -8,12 +8,13 @@ Scores live at *group* granularity: one score per block of ``block_shape`` weigh
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
 from torch import Tensor
 
-# Hard-concrete constants (Louizos et al. 2018), as in the paper.
+# Hard-concrete settings of the paper (Louizos et al. 2018's gate): temperature, stretch; and the noise's margin.
 L0_BETA = 2 / 3
 L0_LEFT = -0.1
 L0_RIGHT = 1.1
@@ -134,38 +135,52 @@ class _HardConcreteSample(torch.autograd.Function):
     """Forward and backward of the hard-concrete sample in few passes over memory (it runs every forward)."""
 
     @staticmethod
-    def forward(ctx, log_alpha: Tensor) -> Tensor:
+    def forward(ctx, log_alpha: Tensor, beta: float, left: float, right: float) -> Tensor:
         s = torch.empty_like(log_alpha).uniform_(L0_EPS, 1 - L0_EPS).logit_().add_(log_alpha)
-        s.div_(L0_BETA).sigmoid_()
-        stretched = s * (L0_RIGHT - L0_LEFT) + L0_LEFT
+        s.div_(beta).sigmoid_()
+        stretched = s * (right - left) + left
         ctx.save_for_backward(s, stretched)
+        ctx.slope = (right - left) / beta
         return stretched.clamp(0, 1)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx, grad: Tensor):
         s, stretched = ctx.saved_tensors
         inside = (stretched > 0) & (stretched < 1)
-        return grad * s * (1 - s) * ((L0_RIGHT - L0_LEFT) / L0_BETA) * inside
+        return grad * s * (1 - s) * ctx.slope * inside, None, None, None
 
 
-def hard_concrete_sample(log_alpha: Tensor) -> Tensor:
-    """A training-time L0 gate: u ~ U(eps, 1-eps), s = sigmoid((log u - log(1-u) + log_alpha) / beta),
-    clamp(s * (r - l) + l, 0, 1). Differentiable in log_alpha (zero gradient where the clamp is active)."""
-    return _HardConcreteSample.apply(log_alpha)
+@dataclass(frozen=True)
+class HardConcrete:
+    """The L0 gate of Louizos et al. 2018 with its temperature ``beta`` and stretch interval ``(left, right)``
+    (l < 0 < 1 < r, so that a gate is exactly 0 or 1 with positive probability); the defaults are the paper's."""
 
+    beta: float = L0_BETA
+    left: float = L0_LEFT
+    right: float = L0_RIGHT
 
-def hard_concrete_gate(log_alpha: Tensor) -> Tensor:
-    """The deterministic (expected-value) gate: clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)."""
-    return (torch.sigmoid(log_alpha) * (L0_RIGHT - L0_LEFT) + L0_LEFT).clamp(0, 1)
+    def sample(self, log_alpha: Tensor) -> Tensor:
+        """A training-time gate: u ~ U(eps, 1-eps), s = sigmoid((log u - log(1-u) + log_alpha) / beta),
+        clamp(s * (r - l) + l, 0, 1). Differentiable in log_alpha (zero gradient where the clamp is active)."""
+        return _HardConcreteSample.apply(log_alpha, self.beta, self.left, self.right)
 
+    def gate(self, log_alpha: Tensor) -> Tensor:
+        """The deterministic (expected-value) gate: clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)."""
+        return (torch.sigmoid(log_alpha) * (self.right - self.left) + self.left).clamp(0, 1)
 
-def hard_concrete_binary(log_alpha: Tensor) -> Tensor:
-    """The binary gate used at evaluation and export: the deterministic gate rounded, gate > 0.5.
+    def binary(self, log_alpha: Tensor) -> Tensor:
+        """The binary gate used at evaluation and export: the deterministic gate rounded, gate > 0.5.
 
-    With l = -0.1, r = 1.1 that is sigmoid(log_alpha) * 1.2 - 0.1 > 0.5, i.e. log_alpha > 0, which is how it
-    is computed (exactly, without rounding at the boundary).
-    """
-    return log_alpha > 0
+        That is sigmoid(log_alpha) > (0.5 - l) / (r - l), i.e. log_alpha > log((0.5 - l) / (r - 0.5)), computed on the
+        decimals written: exactly ``log_alpha > 0`` for a stretch symmetric about 1/2, such as the paper's.
+        """
+        half = Fraction(1, 2)
+        ratio = (half - Fraction(repr(float(self.left)))) / (Fraction(repr(float(self.right))) - half)
+        return log_alpha > (0.0 if ratio == 1 else math.log(ratio))
+
+    def open_probability(self, log_alpha: Tensor) -> Tensor:
+        """P(gate != 0) = sigmoid(log_alpha - beta * log(-l / r)) (Louizos et al. 2018, eq. 12)."""
+        return torch.sigmoid(log_alpha - self.beta * math.log(-self.left / self.right))
 
 
 def group_scores(weight: Tensor, block_shape: tuple[int, int]) -> Tensor:

@@ -5,7 +5,6 @@ Masks are returned at group granularity (one entry per score); the caller expand
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -13,16 +12,7 @@ from torch import Tensor
 
 from fineprune.errors import UsageError
 from fineprune.pruning.config import PruningConfig
-from fineprune.pruning.masks import (
-    L0_BETA,
-    L0_LEFT,
-    L0_RIGHT,
-    group_scores,
-    hard_concrete_binary,
-    hard_concrete_sample,
-    threshold_mask,
-    topv_masks,
-)
+from fineprune.pruning.masks import group_scores, threshold_mask, topv_masks
 
 
 @dataclass(frozen=True)
@@ -65,11 +55,11 @@ class PruningMethod:
     def masks(self, config: PruningConfig, weights: list[Tensor], scores: list[Tensor], sel: Selection) -> list[Tensor]:
         raise NotImplementedError
 
-    def regularizer(self, scores: list[Tensor]) -> Tensor | None:
+    def regularizer(self, config: PruningConfig, scores: list[Tensor]) -> Tensor | None:
         """R(S), or None for methods without one."""
         return None
 
-    def expected_density(self, scores: list[Tensor]) -> Tensor:
+    def expected_density(self, config: PruningConfig, scores: list[Tensor]) -> Tensor:
         """The expected density of the training-time masks, differentiable in the scores (lagrangian methods)."""
         raise NotImplementedError
 
@@ -110,7 +100,7 @@ class SoftMovement(PruningMethod):
         masks = [threshold_mask(s, sel.value, config.min_density) for s in scores]
         return clamp_density(masks, scores, sel.band, config.scope)
 
-    def regularizer(self, scores):
+    def regularizer(self, config, scores):
         return torch.stack([torch.sigmoid(s).mean() for s in scores]).mean()
 
     def lambda_at(self, config, value):
@@ -118,11 +108,6 @@ class SoftMovement(PruningMethod):
         if config.final_threshold == 0:
             return config.lambda_final
         return config.lambda_final * value / config.final_threshold
-
-
-def open_probability(log_alpha: Tensor) -> Tensor:
-    """P(hard-concrete gate != 0) = sigmoid(log_alpha - beta * log(-l / r)) (Louizos et al. 2018, eq. 12)."""
-    return torch.sigmoid(log_alpha - L0_BETA * math.log(-L0_LEFT / L0_RIGHT))
 
 
 class L0(PruningMethod):
@@ -133,17 +118,20 @@ class L0(PruningMethod):
     def masks(self, config, weights, scores, sel):
         if sel.snap_density is not None:
             return topv_masks(scores, sel.snap_density, config.scope)
+        gate = config.hard_concrete
         if sel.training:
-            return [hard_concrete_sample(s) for s in scores]
-        return clamp_density([hard_concrete_binary(s) for s in scores], scores, sel.band, config.scope)
+            return [gate.sample(s) for s in scores]
+        return clamp_density([gate.binary(s) for s in scores], scores, sel.band, config.scope)
 
-    def regularizer(self, scores):
-        return torch.stack([open_probability(s).mean() for s in scores]).mean()
+    def regularizer(self, config, scores):
+        gate = config.hard_concrete
+        return torch.stack([gate.open_probability(s).mean() for s in scores]).mean()
 
-    def expected_density(self, scores):
+    def expected_density(self, config, scores):
         # Every score gates the same number of weights (one block), so the weight-weighted mean over all matrices is
         # the mean over all scores: the expected fraction of the pruned weights kept.
-        return sum(open_probability(s).sum() for s in scores) / sum(s.numel() for s in scores)
+        gate = config.hard_concrete
+        return sum(gate.open_probability(s).sum() for s in scores) / sum(s.numel() for s in scores)
 
     def lambda_at(self, config, value):
         return config.lambda_final

@@ -148,7 +148,7 @@ class Pruner(nn.Module):
     def expected_density(self) -> float:
         """L0: the expected fraction of the pruned weights whose training-time gate is open, now."""
         with torch.no_grad():
-            return float(self.method.expected_density([s.detach() for s in self._scores()]))
+            return float(self.method.expected_density(self.config, [s.detach() for s in self._scores()]))
 
     def _ascend(self) -> None:
         """Gradient ascent on the multipliers: dL/dlambda_1 = E[density] - t, dL/dlambda_2 = (E[density] - t)^2, so
@@ -239,14 +239,15 @@ class Pruner(nn.Module):
         return sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
 
     # -- the regularizer -----------------------------------------------------------------------------------------
-    def regularizer(self) -> Tensor | None:
-        """The term to add to the loss: lambda(t) * R(S); for a steered L0 run the Lagrangian
-        lambda_1 (E[density] - t) + lambda_2 (E[density] - t)^2 (Wang et al. 2020). None when the method has none,
-        lambda is 0 now, or a steered L0 run is outside its Lagrangian's window."""
+    def regularizer(self, loss: Tensor | None = None) -> Tensor | None:
+        """The term to add to the loss: lambda(t) * R(S), times ``loss`` (detached) with regularization_normalize
+        loss; for a steered L0 run the Lagrangian lambda_1 (E[density] - t) + lambda_2 (E[density] - t)^2 (Wang et
+        al. 2020). None when the method has none, lambda is 0 now, or a steered L0 run is outside its Lagrangian's
+        window."""
         if self.lagrangian:
             if not self.lagrangian_active:
                 return None
-            gap = self.method.expected_density(self._scores()) - self.target_density
+            gap = self.method.expected_density(self.config, self._scores()) - self.target_density
             lambda_1, lambda_2 = self.multipliers.tolist()
             value = lambda_1 * gap + lambda_2 * gap * gap
             self.last_regularizer = value.detach()
@@ -254,10 +255,16 @@ class Pruner(nn.Module):
         lam = self.lambda_value
         if lam == 0:
             return None
-        value = self.method.regularizer(self._scores())
+        value = self.method.regularizer(self.config, self._scores())
         if value is None:
             return None
         self.last_regularizer = value.detach()
+        if self.config.regularization_normalize == "loss":
+            if loss is None:
+                raise ValueError(
+                    "regularization_normalize loss: pass the loss the penalty is added to, regularizer(loss)"
+                )
+            return lam * loss.detach() * value
         return lam * value
 
     def log_values(self) -> dict[str, float]:

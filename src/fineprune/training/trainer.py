@@ -146,7 +146,7 @@ class PruningTrainer(Trainer):
                 self._record("hidden", mse)
                 loss = loss + self.alpha_hidden * mse
         if self.pruner is not None and model.training:
-            penalty = self.pruner.regularizer()
+            penalty = self.pruner.regularizer(loss)
             if penalty is not None:
                 self._record("penalty", penalty)
                 loss = loss + penalty

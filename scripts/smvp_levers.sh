@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Issue 24's levers for soft movement and L0, one row each, on the MNLI split of 8,000 / 1,815 pairs (docs/results.md,
+# "Protocol"): configs/mnli_smvp.yaml and configs/mnli_l0.yaml as shipped (global, scores from |W|), 3 epochs, at 10%
+# and 3% of the encoder's linear weights, without a teacher and distilled from the dense model (configs/mnli_dense.yaml,
+# trained first). Rows, besides the baseline:
+#   freeze       pruning.freeze_weights: the pruned matrices frozen, only scores, biases, LayerNorm and head learn (SMP)
+#   normalize    soft movement: pruning.regularization_normalize=loss, lambda 1 (the penalty at most the loss it joins)
+#   dense_start  L0: one epoch of dense fine-tuning (dense_1epoch/), then two epochs of L0 from it; the in-run warm-up
+#                is no dense one (L0 samples its gates from the first step, only the Lagrangian waits)
+#   temperature  L0: pruning.l0_temperature=1/3 (the paper's 2/3): sampled gates nearer 0 or 1, as at evaluation
+#   no_hidden    with the teacher only: distillation.alpha_hidden=0 (the logits alone; the configs add hidden states)
+#   local        pruning.scope=local (the configs select globally)
+# 42 runs with one seed (about 30 minutes each on a 2-core CPU). Results: OUT/results.md, one line per run.
+#
+#   scripts/smvp_levers.sh MODEL_FOLDER [OUT] [--set KEY=VALUE ...]
+#
+# MODEL_FOLDER: a local copy of sentence-transformers/all-MiniLM-L6-v2; OUT defaults to runs/smvp_levers. Further
+# --set options reach every run. Environment:
+#   DEVICE     flags that pick the device; default "--set training.use_cpu=true"; DEVICE="" on a GPU.
+#   MNLI_FILE  the GLUE MNLI dev-matched file (TSV, optionally gzipped) if not at the configs' task.train_file.
+#   SEEDS      training seeds, space-separated (default "42"); each pruned run is trained once per seed.
+#   PYTHON     the Python that writes results.md (default python3).
+# Resumable: a run whose summary.json exists is skipped; an unfinished one starts again (no checkpoints are kept).
+set -euo pipefail
+MODEL=${1:?usage: scripts/smvp_levers.sh MODEL_FOLDER [OUT] [--set KEY=VALUE ...]}
+OUT=${2:-runs/smvp_levers}
+shift $(($# < 2 ? $# : 2))
+FP=${FINEPRUNE:-fineprune}
+read -ra DEVICE_FLAGS <<<"${DEVICE---set training.use_cpu=true}"
+read -ra SEED_LIST <<<"${SEEDS:-42}"
+if [[ -e $MODEL ]]; then MODEL=$(realpath "$MODEL"); fi
+DATA=$(realpath -m "${MNLI_FILE:-$(sed -n 's/^ *train_file: *//p' configs/mnli_smvp.yaml)}")
+
+# The protocol's flags: the 8,000 / 1,815 split, 3 epochs, bf16 autocast; no checkpoints (a stopped run restarts).
+S=(--set "model.name_or_path=$MODEL" --set "task.train_file=$DATA" --set task.eval_fraction=0.1849
+  --set training.num_train_epochs=3 --set training.bf16=true --set training.save_strategy=no
+  --set training.disable_tqdm=true "${DEVICE_FLAGS[@]}")
+NO_TEACHER=(--set distillation=null)
+TEACHER=(--set "distillation.teacher=$OUT/dense")
+
+run() {  # run NAME CONFIG [--set ...]: train into OUT/NAME unless it has finished
+  local name=$1 config=$2
+  shift 2
+  if [[ -f $OUT/$name/summary.json ]]; then echo "skip $name (done)"; return; fi
+  echo "== $name $(date +%T)"
+  "$FP" train --config "$config" "${S[@]}" "$@" --output-dir "$OUT/$name" --overwrite >"$OUT/$name.json"
+}
+
+# lever METHOD NAME [--set ...]: the lever's runs of one method at 10% and 3%, without and with the teacher, each seed
+lever() {
+  local method=$1 name=$2 density seed
+  shift 2
+  for seed in "${SEED_LIST[@]}"; do
+    for density in 0.1 0.03; do
+      local cell=(--set "pruning.final_density=$density" --set "training.seed=$seed" "$@")
+      [[ $name == no_hidden ]] || run "${method}_${name}_${density}_no_teacher_seed$seed" \
+        "configs/mnli_$method.yaml" "${NO_TEACHER[@]}" "${cell[@]}"
+      run "${method}_${name}_${density}_teacher_seed$seed" "configs/mnli_$method.yaml" "${TEACHER[@]}" "${cell[@]}"
+    done
+  done
+}
+
+mkdir -p "$OUT"
+run dense configs/mnli_dense.yaml "$@"
+run dense_1epoch configs/mnli_dense.yaml --set training.num_train_epochs=1 "$@"
+for method in smvp l0; do
+  lever "$method" baseline "$@"
+  lever "$method" freeze --set pruning.freeze_weights=true "$@"
+  lever "$method" no_hidden --set distillation.alpha_hidden=0 "$@"
+  lever "$method" local --set pruning.scope=local "$@"
+done
+lever smvp normalize --set pruning.regularization_normalize=loss --set pruning.regularization_lambda=1 "$@"
+lever l0 dense_start --set "model.name_or_path=$OUT/dense_1epoch" --set training.num_train_epochs=2 "$@"
+lever l0 temperature --set pruning.l0_temperature=0.3333333333333333 "$@"
+
+"${PYTHON:-python3}" - "$OUT" >"$OUT/results.md" <<'TABLE'
+import json, pathlib, sys
+
+print("| run | accuracy | density |\n| --- | --- | --- |")
+for summary in sorted(pathlib.Path(sys.argv[1]).glob("*/summary.json")):
+    s = json.loads(summary.read_text())
+    print(f"| {summary.parent.name} | {100 * s['metrics']['accuracy']:.2f} | {100 * s['sparsity']['density']:.2f}% |")
+TABLE
+cat "$OUT/results.md"
