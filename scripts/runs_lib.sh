@@ -1,4 +1,4 @@
-# Shared by scripts/qqp_runs.sh and scripts/trec_runs.sh (sourced, not run): the protocol's flags and a resumable run.
+# Shared by scripts/qqp_runs.sh, trec_runs.sh and smvp_levers.sh (sourced, not run): the protocol's flags and a resumable run.
 # Needs MODEL and OUT set; FINEPRUNE (default fineprune) and DEVICE (default "--set training.use_cpu=true"; "" on a
 # GPU) may be set in the environment.
 FP=${FINEPRUNE:-fineprune}

@@ -25,26 +25,12 @@ set -euo pipefail
 MODEL=${1:?usage: scripts/smvp_levers.sh MODEL_FOLDER [OUT] [--set KEY=VALUE ...]}
 OUT=${2:-runs/smvp_levers}
 shift $(($# < 2 ? $# : 2))
-FP=${FINEPRUNE:-fineprune}
-read -ra DEVICE_FLAGS <<<"${DEVICE---set training.use_cpu=true}"
 read -ra SEED_LIST <<<"${SEEDS:-42}"
-if [[ -e $MODEL ]]; then MODEL=$(realpath "$MODEL"); fi
+source "$(dirname "$0")/runs_lib.sh"
 DATA=$(realpath -m "${MNLI_FILE:-$(sed -n 's/^ *train_file: *//p' configs/mnli_smvp.yaml)}")
-
-# The protocol's flags: the 8,000 / 1,815 split, 3 epochs, bf16 autocast; no checkpoints (a stopped run restarts).
-S=(--set "model.name_or_path=$MODEL" --set "task.train_file=$DATA" --set task.eval_fraction=0.1849
-  --set training.num_train_epochs=3 --set training.bf16=true --set training.save_strategy=no
-  --set training.disable_tqdm=true "${DEVICE_FLAGS[@]}")
+# The protocol's flags besides runs_lib.sh's: the 8,000 / 1,815 split, 3 epochs.
+S+=(--set "task.train_file=$DATA" --set task.eval_fraction=0.1849 --set training.num_train_epochs=3)
 NO_TEACHER=(--set distillation=null)
-TEACHER=(--set "distillation.teacher=$OUT/dense")
-
-run() {  # run NAME CONFIG [--set ...]: train into OUT/NAME unless it has finished
-  local name=$1 config=$2
-  shift 2
-  if [[ -f $OUT/$name/summary.json ]]; then echo "skip $name (done)"; return; fi
-  echo "== $name $(date +%T)"
-  "$FP" train --config "$config" "${S[@]}" "$@" --output-dir "$OUT/$name" --overwrite >"$OUT/$name.json"
-}
 
 # lever METHOD NAME [--set ...]: the lever's runs of one method at 10% and 3%, without and with the teacher, each seed
 lever() {
@@ -55,12 +41,11 @@ lever() {
       local cell=(--set "pruning.final_density=$density" --set "training.seed=$seed" "$@")
       [[ $name == no_hidden ]] || run "${method}_${name}_${density}_no_teacher_seed$seed" \
         "configs/mnli_$method.yaml" "${NO_TEACHER[@]}" "${cell[@]}"
-      run "${method}_${name}_${density}_teacher_seed$seed" "configs/mnli_$method.yaml" "${TEACHER[@]}" "${cell[@]}"
+      run "${method}_${name}_${density}_teacher_seed$seed" "configs/mnli_$method.yaml" "${T[@]}" "${cell[@]}"
     done
   done
 }
 
-mkdir -p "$OUT"
 run dense configs/mnli_dense.yaml "$@"
 run dense_1epoch configs/mnli_dense.yaml --set training.num_train_epochs=1 "$@"
 for method in smvp l0; do
