@@ -1,4 +1,5 @@
-# Shared by scripts/qqp_runs.sh, trec_runs.sh and smvp_levers.sh (sourced, not run): the protocol's flags and a resumable run.
+# Shared by scripts/qqp_runs.sh, trec_runs.sh and smvp_levers.sh (sourced, not run): the protocol's flags, a
+# resumable run, and the structured model's export and timing.
 # Needs MODEL and OUT set; FINEPRUNE (default fineprune) and DEVICE (default "--set training.use_cpu=true"; "" on a
 # GPU) may be set in the environment.
 FP=${FINEPRUNE:-fineprune}
@@ -17,12 +18,12 @@ run() {  # run NAME CONFIG [--set ...]: train unless NAME already finished; its 
   cat "$OUT/$name.json"
 }
 
-compact_and_bench() {  # compact_and_bench NAME: export NAME --compact --onnx, time it against the dense model
-  local name=$1
+compact_and_bench() {  # compact_and_bench NAME [bench options]: export NAME --compact --onnx, time it against dense
+  local name=$1; shift
   if [[ ! -d $OUT/${name}_compact ]]; then
     "$FP" export "$OUT/$name" --compact --onnx --out "$OUT/${name}_compact"
   fi
   "$FP" eval "$OUT/${name}_compact" --onnx-quantized > "$OUT/${name}_compact_int8.json"
-  "$FP" bench "$OUT/dense" "$OUT/${name}_compact" --batch-sizes 1,32 --threads 1 --clock cpu > "$OUT/bench.md"
+  "$FP" bench "$OUT/dense" "$OUT/${name}_compact" --batch-sizes 1,32 --threads 1 --clock cpu "$@" > "$OUT/bench.md"
   cat "$OUT/${name}_compact_int8.json" "$OUT/bench.md"
 }

@@ -15,4 +15,4 @@ source "$(dirname "$0")/runs_lib.sh"
 run dense configs/trec_dense.yaml
 run movement_0.1 configs/classification_example.yaml "${T[@]}"
 run structured_0.25 configs/trec_structured.yaml "${T[@]}"
-compact_and_bench structured_0.25
+compact_and_bench structured_0.25 --seq-len 64   # the config's max_seq_length
