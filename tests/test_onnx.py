@@ -416,11 +416,11 @@ def squad_records() -> list[dict]:
     return records
 
 
-def test_eval_onnx_on_squad_gives_the_same_answers(tmp_path):
-    records = squad_records()
-    data = tmp_path / "squad.json"
+def write_tiny_qa(folder: Path, records: list[dict], lively_weights: bool = False) -> BertTokenizerFast:
+    """A random 2-layer BERT question-answering folder with a WordPiece tokenizer over the records' words, and a
+    `method: none` config that evaluates it on them (max_seq_length 32, stride 8: long contexts take two windows)."""
+    data = folder.parent / f"{folder.name}.json"
     data.write_text(json.dumps(records))
-    folder = tmp_path / "qa"
     folder.mkdir()
     words = sorted({w for r in records for w in f"{r['context']} {r['question']}".split()})
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
@@ -429,13 +429,27 @@ def test_eval_onnx_on_squad_gives_the_same_answers(tmp_path):
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
     )
-    BertForQuestionAnswering(config).save_pretrained(folder)
+    model = BertForQuestionAnswering(config)
+    (lively(model) if lively_weights else model).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     task = {"name": "squad", "train_file": str(data), "validation_file": str(data), "max_seq_length": 32}
     task["doc_stride"] = 8
     run_config = {"model": {"name_or_path": str(folder)}, "task": task, "pruning": {"method": "none"}}
-    run_config["training"] = {"output_dir": str(tmp_path / "unused"), "per_device_eval_batch_size": 3, "use_cpu": True}
+    run_config["training"] = {
+        "output_dir": str(folder.parent / "unused"),
+        "per_device_eval_batch_size": 3,
+        "use_cpu": True,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
     (folder / "fineprune_config.yaml").write_text(yaml.safe_dump(run_config))
+    return tokenizer
+
+
+def test_eval_onnx_on_squad_gives_the_same_answers(tmp_path):
+    records = squad_records()
+    folder = tmp_path / "qa"
+    tokenizer = write_tiny_qa(folder, records)
 
     invoke(["export", folder, "--onnx"])
     from_torch = invoke(["eval", folder])
@@ -470,3 +484,44 @@ def test_eval_onnx_on_squad_gives_the_same_answers(tmp_path):
             assert np.abs(start[row, : lengths[row]] - expected.start_logits[0].numpy()).max() <= 1e-4
             assert np.abs(end[row, : lengths[row]] - expected.end_logits[0].numpy()).max() <= 1e-4
     assert postprocess_predictions(prepared.eval_examples, prepared.eval, start, end) == torch_answers
+
+
+def test_structured_qa_run_compact_onnx_evaluates_like_the_run(tmp_path):
+    """configs/squad_structured.yaml's path on a tiny model: heads and neurons per kind, distilled with hidden states,
+    then `export --compact --onnx` and `eval --onnx` / `--onnx-quantized` of the export."""
+    from fineprune.config import load_config
+    from fineprune.run import train
+
+    dense = tmp_path / "dense"
+    write_tiny_qa(dense, squad_records(), lively_weights=True)
+    config = yaml.safe_load((dense / "fineprune_config.yaml").read_text())
+    config["pruning"] = {
+        "method": "movement",
+        "structure": "heads_neurons",
+        "scope": "global",
+        "group_budget": "per_kind",
+        "scores_update": "platon",
+        "final_density": 0.5,
+        "warmup_steps": 1,
+        "cooldown_steps": 1,
+    }
+    config["distillation"] = {"teacher": str(dense), "alpha_hidden": 1.0}
+    config["training"] |= {
+        "output_dir": str(tmp_path / "run"),
+        "num_train_epochs": 4,
+        "per_device_train_batch_size": 4,
+        "save_strategy": "no",
+    }
+    (tmp_path / "structured.yaml").write_text(yaml.safe_dump(config))
+    with one_thread():
+        summary = train(load_config(tmp_path / "structured.yaml"))
+    out = tmp_path / "compact"
+    report = invoke(["export", tmp_path / "run", "--compact", "--onnx", "--out", out])
+    assert report["compact"]["heads"] < report["compact"]["heads_before"]
+    assert report["compact"]["ffn_neurons"] < report["compact"]["ffn_neurons_before"]
+    assert report["onnx_max_abs_error"] <= 1e-4
+    metrics = {key: summary["metrics"][key] for key in ("exact_match", "f1")}
+    for flag, backend in (("--onnx", "onnx"), ("--onnx-quantized", "onnx-quantized")):
+        results = invoke(["eval", out, flag])
+        assert results["backend"] == backend
+        assert {key: results[key] for key in metrics} == pytest.approx(metrics)
