@@ -129,10 +129,20 @@ def train(
         raise UsageError("--resume and --overwrite exclude each other")
     out_path = Path(out)
     first = int(os.environ.get("RANK", "0")) == 0  # the first process of a distributed run writes the folder
-    with outputs.locked(out_path) if first else contextlib.nullcontext():
-        if first:
-            outputs.recover(out_path)
-        return _train(config, out_path, overwrite, resume, trust_remote_code, first)
+    try:
+        with outputs.locked(out_path) if first else contextlib.nullcontext():
+            if first:
+                outputs.recover(out_path)
+            return _train(config, out_path, overwrite, resume, trust_remote_code, first)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """A distributed run's process group is torn down before the interpreter exits: left to exit, gloo's threads
+    could abort a process that had finished ("terminate called without an active exception", exit -6)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def last_checkpoint(folder: Path) -> Path | None:
