@@ -5,12 +5,18 @@
 # trained first). Rows, besides the baseline:
 #   freeze       pruning.freeze_weights: the pruned matrices frozen, only scores, biases, LayerNorm and head learn (SMP)
 #   normalize    soft movement: pruning.regularization_normalize=loss, lambda 1 (the penalty at most the loss it joins)
+#   scoreslr     soft movement: scores_learning_rate 1e-1 instead of 1e-2: with noisy gradients AdamW moves a score
+#                far less than its learning rate per update, and at 1e-2 the kept weights stay 83-91% those of the
+#                |W| start (magnitude's masks); ten times faster lets the task overturn more of them
+#   sgd100, sgd1000  soft movement: scores_update sgd (the paper's accumulation S -= lr * dL/dW' * W, which keeps the
+#                |W| factor AdamW divides out), lr 100 and 1000: raw score gradients are ~1e-6..1e-4 per update
 #   dense_start  L0: one epoch of dense fine-tuning (dense_1epoch/), then two epochs of L0 from it; the in-run warm-up
 #                is no dense one (L0 samples its gates from the first step, only the Lagrangian waits)
 #   temperature  L0: pruning.l0_temperature=1/3 (the paper's 2/3): sampled gates nearer 0 or 1, as at evaluation
 #   no_hidden    with the teacher only: distillation.alpha_hidden=0 (the logits alone; the configs add hidden states)
 #   local        pruning.scope=local (the configs select globally)
-# 42 runs with one seed (about 30 minutes each on a 2-core CPU). Results: OUT/results.md, one line per run.
+# 54 runs with one seed (15 to 20 minutes each on a 2-core CPU, two side by side at one thread each). Results:
+# OUT/results.md, one line per run.
 #
 #   scripts/smvp_levers.sh MODEL_FOLDER [OUT] [--set KEY=VALUE ...]
 #
@@ -19,6 +25,8 @@
 #   DEVICE     flags that pick the device; default "--set training.use_cpu=true"; DEVICE="" on a GPU.
 #   MNLI_FILE  the GLUE MNLI dev-matched file (TSV, optionally gzipped) if not at the configs' task.train_file.
 #   SEEDS      training seeds, space-separated (default "42"); each pruned run is trained once per seed.
+#   DENSITIES  target densities, space-separated (default "0.1 0.03").
+#   TEACHERS   "no_teacher teacher" (default), or one of them: the runs without a teacher, with it, or both.
 #   PYTHON     the Python that writes results.md (default python3).
 # Resumable: a run whose summary.json exists is skipped; an unfinished one starts again (no checkpoints are kept).
 set -euo pipefail
@@ -26,22 +34,28 @@ MODEL=${1:?usage: scripts/smvp_levers.sh MODEL_FOLDER [OUT] [--set KEY=VALUE ...
 OUT=${2:-runs/smvp_levers}
 shift $(($# < 2 ? $# : 2))
 read -ra SEED_LIST <<<"${SEEDS:-42}"
+read -ra DENSITY_LIST <<<"${DENSITIES:-0.1 0.03}"
+read -ra TEACHER_LIST <<<"${TEACHERS:-no_teacher teacher}"
 source "$(dirname "$0")/runs_lib.sh"
 DATA=$(realpath -m "${MNLI_FILE:-$(sed -n 's/^ *train_file: *//p' configs/mnli_smvp.yaml)}")
 # The protocol's flags besides runs_lib.sh's: the 8,000 / 1,815 split, 3 epochs.
 S+=(--set "task.train_file=$DATA" --set task.eval_fraction=0.1849 --set training.num_train_epochs=3)
 NO_TEACHER=(--set distillation=null)
 
-# lever METHOD NAME [--set ...]: the lever's runs of one method at 10% and 3%, without and with the teacher, each seed
+# lever METHOD NAME [--set ...]: the lever's runs of one method at each density, without and with the teacher, each
+# seed (no_hidden changes the teacher's loss: with the teacher only)
 lever() {
-  local method=$1 name=$2 density seed
+  local method=$1 name=$2 density seed teacher
   shift 2
   for seed in "${SEED_LIST[@]}"; do
-    for density in 0.1 0.03; do
-      local cell=(--set "pruning.final_density=$density" --set "training.seed=$seed" "$@")
-      [[ $name == no_hidden ]] || run "${method}_${name}_${density}_no_teacher_seed$seed" \
-        "configs/mnli_$method.yaml" "${NO_TEACHER[@]}" "${cell[@]}"
-      run "${method}_${name}_${density}_teacher_seed$seed" "configs/mnli_$method.yaml" "${T[@]}" "${cell[@]}"
+    for density in "${DENSITY_LIST[@]}"; do
+      for teacher in "${TEACHER_LIST[@]}"; do
+        [[ $name == no_hidden && $teacher == no_teacher ]] && continue
+        local flags=("${T[@]}")
+        [[ $teacher == teacher ]] || flags=("${NO_TEACHER[@]}")
+        run "${method}_${name}_${density}_${teacher}_seed$seed" "configs/mnli_$method.yaml" "${flags[@]}" \
+          --set "pruning.final_density=$density" --set "training.seed=$seed" "$@"
+      done
     done
   done
 }
@@ -55,6 +69,9 @@ for method in smvp l0; do
   lever "$method" local --set pruning.scope=local "$@"
 done
 lever smvp normalize --set pruning.regularization_normalize=loss --set pruning.regularization_lambda=1 "$@"
+lever smvp scoreslr --set pruning.scores_learning_rate=0.1 "$@"
+lever smvp sgd100 --set pruning.scores_update=sgd --set pruning.scores_learning_rate=100 "$@"
+lever smvp sgd1000 --set pruning.scores_update=sgd --set pruning.scores_learning_rate=1000 "$@"
 lever l0 dense_start --set "model.name_or_path=$OUT/dense_1epoch" --set training.num_train_epochs=2 "$@"
 lever l0 temperature --set pruning.l0_temperature=0.3333333333333333 "$@"
 
