@@ -45,6 +45,7 @@ LEVERS = {
     ("l0", "local"): {"pruning.scope": "local"},
     ("l0", "dense_start"): {"model.name_or_path": "{out}/dense_1epoch", "training.num_train_epochs": 2},
     ("l0", "temperature"): {"pruning.l0_temperature": 1 / 3},
+    ("l0", "scoreslr"): {"pruning.scores_learning_rate": 0.05},
 }
 
 
@@ -91,7 +92,7 @@ def test_every_run_is_valid_and_changes_its_lever_alone(tmp_path):
         for cell in cells
         if not (lever == "no_hidden" and cell[1] == "no_teacher")
     }
-    assert sorted(names) == sorted(expected) and len(names) == 54
+    assert sorted(names) == sorted(expected) and len(names) == 58
     assert names[:2] == ["dense", "dense_1epoch"]
 
     configs = {}
