@@ -217,24 +217,35 @@ def test_parse_lists():
 
 
 @pytest.mark.parametrize(
-    ("update", "method", "kept", "from_weights"),
+    ("update", "method", "kept", "from_weights", "learning_rate"),
     [
-        ("platon", "movement", "platon", False),
-        ("platon", "magnitude", "adamw", False),
-        ("platon", "soft_movement", "adamw", True),
-        ("platon", "l0", "adamw", True),
-        ("sgd", "l0", "sgd", False),
-        ("sgd", "magnitude", "adamw", False),
-        ("adamw", "soft_movement", "adamw", False),
+        ("platon", "movement", "platon", False, None),
+        ("platon", "magnitude", "adamw", False, None),
+        ("platon", "soft_movement", "adamw", True, None),
+        ("platon", "l0", "adamw", True, 0.05),
+        ("sgd", "l0", "sgd", False, None),
+        ("sgd", "magnitude", "adamw", False, None),
+        ("adamw", "soft_movement", "adamw", False, None),
+        ("adamw", "l0", "adamw", False, None),  # an AdamW base's own learning rate is the user's choice: kept
     ],
 )
-def test_a_cell_drops_a_scores_update_its_method_cannot_take(update, method, kept, from_weights):
+def test_a_cell_drops_a_scores_update_its_method_cannot_take(update, method, kept, from_weights, learning_rate):
     base = {"method": "movement", "scope": "local", "final_density": 0.1, "scores_update": update}
     cell, changes = pruning_for(base, method, 0.03)
-    assert len(changes) == (kept != update) + from_weights
+    assert len(changes) == (kept != update) + from_weights + (learning_rate is not None)
     expected = {"method": method, "scope": "local", "final_density": 0.03, "scores_update": kept}
-    assert cell == expected | ({"scores_init_from_weights": True} if from_weights else {})
+    expected |= {"scores_init_from_weights": True} if from_weights else {}
+    assert cell == expected | ({"scores_learning_rate": learning_rate} if learning_rate else {})
     PruningConfig(**cell)  # every cell of a base config that ships PLATON is a valid config
+
+
+def test_an_l0_cell_of_a_platon_base_says_what_learning_rate_it_takes():
+    base = {"method": "movement", "final_density": 0.1, "scores_update": "platon", "scores_learning_rate": 0.01}
+    cell, changes = pruning_for(base, "l0", 0.1)
+    assert cell["scores_learning_rate"] == 0.05
+    assert changes[-1] == "scores_learning_rate 0.01 -> 0.05 (platon has none; l0's best measured)"
+    already, changes = pruning_for(base | {"scores_learning_rate": 0.05}, "l0", 0.1)
+    assert already["scores_learning_rate"] == 0.05 and len(changes) == 2  # nothing to say about a rate it has
 
 
 def test_default_out(tiny_setup):
@@ -270,6 +281,7 @@ def test_a_structured_per_kind_base_serves_the_methods_without_top_v(method):
     assert changes == [
         f"scores_update platon -> adamw ({method} cannot take platon)",
         "scores_init_from_weights -> true (its scores start from |W|, as PLATON's do)",
+        *(["scores_learning_rate 0.01 -> 0.05 (platon has none; l0's best measured)"] if method == "l0" else []),
         f"group_budget per_kind -> shared ({method} has no Top-v budget to split)",
     ]
     PruningConfig(**cell)

@@ -26,7 +26,7 @@ from fineprune.config import (
 from fineprune.errors import UsageError
 from fineprune.loading import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, has_model, may_run_code
 from fineprune.outputs import is_nonempty, staging_path
-from fineprune.pruning.config import SCORED_METHODS, TOPV_METHODS, takes_scores_update
+from fineprune.pruning.config import SCORED_METHODS, TOPV_METHODS, PruningConfig, takes_scores_update
 from fineprune.report import MAIN_METRIC, percent
 from fineprune.run import last_checkpoint, train
 
@@ -120,6 +120,12 @@ def _variant(
     return build_config(data, f"{source} ({run_dir.name})")
 
 
+# The AdamW learning rate of the scores measured best for a method where the base config's PLATON scores have none:
+# at 1e-2 L0's gates lag the density schedule and the cool-down cuts at once (docs/results.md, "Soft movement and L0
+# with few updates").
+ADAMW_SCORES_LEARNING_RATE = {"l0": 5e-2}
+
+
 def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict[str, Any], list[str]]:
     """The base pruning section for one (method, density) cell of the sweep, and what it changed of the base's
     settings to fit the method (one sentence each, for the user to read).
@@ -128,8 +134,9 @@ def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict
     adamw, so that one base config, such as a movement config that ships PLATON, serves the paper's whole comparison.
     Soft movement and L0 falling back from platon also start their scores from |W|: what keeps the weights' size
     in their scores as PLATON does in movement's (without it they ended one class in 3 of 10 runs of 750 updates on
-    the MNLI split; docs/results.md). A per-kind budget splits Top-v's budget, so the methods without Top-v (soft
-    movement, L0) share one budget between heads and neurons instead. Frozen weights leave magnitude nothing to
+    the MNLI split; docs/results.md), and L0 takes the AdamW learning rate measured for its gates (PLATON has none).
+    A per-kind budget splits Top-v's budget, so the methods without Top-v (soft movement, L0) share one budget
+    between heads and neurons instead. Frozen weights leave magnitude nothing to
     learn its masks by, so its cell trains them; of the cells (all at a target density) only soft movement's penalty
     is lambda * R, which regularization_normalize scales.
     """
@@ -142,6 +149,11 @@ def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict
         if rule == "platon" and method in SCORED_METHODS and not pruning.get("scores_init_from_weights"):
             pruning["scores_init_from_weights"] = True
             changes.append("scores_init_from_weights -> true (its scores start from |W|, as PLATON's do)")
+        wanted = ADAMW_SCORES_LEARNING_RATE.get(method) if rule == "platon" else None
+        given = pruning.get("scores_learning_rate", PruningConfig.model_fields["scores_learning_rate"].default)
+        if wanted is not None and given != wanted:
+            pruning["scores_learning_rate"] = wanted
+            changes.append(f"scores_learning_rate {given:g} -> {wanted:g} (platon has none; {method}'s best measured)")
     normalize = pruning.get("regularization_normalize", "none")
     if normalize != "none" and method != "soft_movement":
         pruning["regularization_normalize"] = "none"
