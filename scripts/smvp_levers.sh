@@ -8,6 +8,10 @@
 #   scoreslr     soft movement: scores_learning_rate 1e-1 instead of 1e-2: with noisy gradients AdamW moves a score
 #                far less than its learning rate per update, and at 1e-2 the kept weights stay 83-91% those of the
 #                |W| start (magnitude's masks); ten times faster lets the task overturn more of them
+#   scoreslr3e-1 soft movement: scores_learning_rate 3e-1
+#   freeze_scoreslr  soft movement: frozen weights and scores_learning_rate 1e-1 together
+#   normalize_scoreslr  soft movement: the normalised penalty (as normalize) and scores_learning_rate 1e-1 together:
+#                without a teacher the task is not learnt at lr 1e-1: is the penalty (100x the loss) the cause?
 #   sgd100, sgd1000  soft movement: scores_update sgd (the paper's accumulation S -= lr * dL/dW' * W, which keeps the
 #                |W| factor AdamW divides out), lr 100 and 1000: raw score gradients are ~1e-6..1e-4 per update
 #   dense_start  L0: one epoch of dense fine-tuning (dense_1epoch/), then two epochs of L0 from it; the in-run warm-up
@@ -15,9 +19,10 @@
 #   temperature  L0: pruning.l0_temperature=1/3 (the paper's 2/3): sampled gates nearer 0 or 1, as at evaluation
 #   scoreslr     L0: scores_learning_rate 5e-2: AdamW moves a gate's score by at most its learning rate per update,
 #                and at 1e-2 the gates' expected density lags the schedule (0.84 open when the target is 0.42)
+#   scoreslr1e-1 L0: scores_learning_rate 1e-1
 #   no_hidden    with the teacher only: distillation.alpha_hidden=0 (the logits alone; the configs add hidden states)
 #   local        pruning.scope=local (the configs select globally)
-# 58 runs with one seed (15 to 20 minutes each on a 2-core CPU, two side by side at one thread each). Results:
+# 74 runs with one seed (15 to 20 minutes each on a 2-core CPU, two side by side at one thread each). Results:
 # OUT/results.md, one line per run.
 #
 #   scripts/smvp_levers.sh MODEL_FOLDER [OUT] [--set KEY=VALUE ...]
@@ -44,7 +49,8 @@ DATA=$(realpath -m "${MNLI_FILE:-$(sed -n 's/^ *train_file: *//p' configs/mnli_s
 S+=(--set "task.train_file=$DATA" --set task.eval_fraction=0.1849 --set training.num_train_epochs=3)
 NO_TEACHER=(--set distillation=null)
 # Each method's baseline: its config as it was before the levers that won were shipped in it.
-declare -A BASELINE=([smvp]="--set pruning.freeze_weights=false" [l0]="--set pruning.scores_learning_rate=0.01")
+declare -A BASELINE=([smvp]="--set pruning.freeze_weights=false --set pruning.scores_learning_rate=0.01"
+  [l0]="--set pruning.scores_learning_rate=0.01")
 
 # lever METHOD NAME [--set ...]: the lever's runs of one method at each density, without and with the teacher, each
 # seed (no_hidden changes the teacher's loss: with the teacher only)
@@ -75,11 +81,16 @@ for method in smvp l0; do
 done
 lever smvp normalize --set pruning.regularization_normalize=loss --set pruning.regularization_lambda=1 "$@"
 lever smvp scoreslr --set pruning.scores_learning_rate=0.1 "$@"
+lever smvp scoreslr3e-1 --set pruning.scores_learning_rate=0.3 "$@"
+lever smvp freeze_scoreslr --set pruning.freeze_weights=true --set pruning.scores_learning_rate=0.1 "$@"
+lever smvp normalize_scoreslr --set pruning.regularization_normalize=loss --set pruning.regularization_lambda=1 \
+  --set pruning.scores_learning_rate=0.1 "$@"
 lever smvp sgd100 --set pruning.scores_update=sgd --set pruning.scores_learning_rate=100 "$@"
 lever smvp sgd1000 --set pruning.scores_update=sgd --set pruning.scores_learning_rate=1000 "$@"
 lever l0 dense_start --set "model.name_or_path=$OUT/dense_1epoch" --set training.num_train_epochs=2 "$@"
 lever l0 temperature --set pruning.l0_temperature=0.3333333333333333 "$@"
 lever l0 scoreslr --set pruning.scores_learning_rate=0.05 "$@"
+lever l0 scoreslr1e-1 --set pruning.scores_learning_rate=0.1 "$@"
 
 "${PYTHON:-python3}" - "$OUT" >"$OUT/results.md" <<'TABLE'
 import json, pathlib, sys

@@ -38,6 +38,13 @@ LEVERS = {
     ("smvp", "local"): {"pruning.scope": "local"},
     ("smvp", "normalize"): {"pruning.regularization_normalize": "loss", "pruning.regularization_lambda": 1},
     ("smvp", "scoreslr"): {"pruning.scores_learning_rate": 0.1},
+    ("smvp", "scoreslr3e-1"): {"pruning.scores_learning_rate": 0.3},
+    ("smvp", "freeze_scoreslr"): {"pruning.freeze_weights": True, "pruning.scores_learning_rate": 0.1},
+    ("smvp", "normalize_scoreslr"): {
+        "pruning.regularization_normalize": "loss",
+        "pruning.regularization_lambda": 1,
+        "pruning.scores_learning_rate": 0.1,
+    },
     ("smvp", "sgd100"): {"pruning.scores_update": "sgd", "pruning.scores_learning_rate": 100},
     ("smvp", "sgd1000"): {"pruning.scores_update": "sgd", "pruning.scores_learning_rate": 1000},
     ("l0", "freeze"): {"pruning.freeze_weights": True},
@@ -46,6 +53,7 @@ LEVERS = {
     ("l0", "dense_start"): {"model.name_or_path": "{out}/dense_1epoch", "training.num_train_epochs": 2},
     ("l0", "temperature"): {"pruning.l0_temperature": 1 / 3},
     ("l0", "scoreslr"): {"pruning.scores_learning_rate": 0.05},
+    ("l0", "scoreslr1e-1"): {"pruning.scores_learning_rate": 0.1},
 }
 
 
@@ -92,7 +100,7 @@ def test_every_run_is_valid_and_changes_its_lever_alone(tmp_path):
         for cell in cells
         if not (lever == "no_hidden" and cell[1] == "no_teacher")
     }
-    assert sorted(names) == sorted(expected) and len(names) == 58
+    assert sorted(names) == sorted(expected) and len(names) == 74
     assert names[:2] == ["dense", "dense_1epoch"]
 
     configs = {}

@@ -221,7 +221,7 @@ def test_parse_lists():
     [
         ("platon", "movement", "platon", False, None),
         ("platon", "magnitude", "adamw", False, None),
-        ("platon", "soft_movement", "adamw", True, None),
+        ("platon", "soft_movement", "adamw", True, 0.1),
         ("platon", "l0", "adamw", True, 0.05),
         ("sgd", "l0", "sgd", False, None),
         ("sgd", "magnitude", "adamw", False, None),
@@ -272,8 +272,8 @@ def test_cli_sweep_rejects_a_bad_list(tiny_setup, tmp_path, option, value, messa
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("method", ["soft_movement", "l0"])
-def test_a_structured_per_kind_base_serves_the_methods_without_top_v(method):
+@pytest.mark.parametrize(("method", "rate"), [("soft_movement", 0.1), ("l0", 0.05)])
+def test_a_structured_per_kind_base_serves_the_methods_without_top_v(method, rate):
     """configs/mnli_structured.yaml (PLATON, per-kind budget) as the base: the cell becomes a valid config."""
     shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "mnli_structured.yaml")
     cell, changes = pruning_for(shipped.pruning.model_dump(mode="json"), method, 0.1)
@@ -281,7 +281,7 @@ def test_a_structured_per_kind_base_serves_the_methods_without_top_v(method):
     assert changes == [
         f"scores_update platon -> adamw ({method} cannot take platon)",
         "scores_init_from_weights -> true (its scores start from |W|, as PLATON's do)",
-        *(["scores_learning_rate 0.01 -> 0.05 (platon has none; l0's best measured)"] if method == "l0" else []),
+        f"scores_learning_rate 0.01 -> {rate:g} (platon has none; {method}'s best measured)",
         f"group_budget per_kind -> shared ({method} has no Top-v budget to split)",
     ]
     PruningConfig(**cell)

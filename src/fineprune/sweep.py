@@ -120,10 +120,10 @@ def _variant(
     return build_config(data, f"{source} ({run_dir.name})")
 
 
-# The AdamW learning rate of the scores measured best for a method where the base config's PLATON scores have none:
-# at 1e-2 L0's gates lag the density schedule and the cool-down cuts at once (docs/results.md, "Soft movement and L0
-# with few updates").
-ADAMW_SCORES_LEARNING_RATE = {"l0": 5e-2}
+# The AdamW learning rate of the scores measured best for a method where the base config's PLATON scores have none
+# (docs/results.md, "Soft movement and L0 with few updates"): at 1e-2 L0's gates lag the density schedule and the
+# cool-down cuts at once, and soft movement's masks stay near magnitude's.
+ADAMW_SCORES_LEARNING_RATE = {"l0": 5e-2, "soft_movement": 1e-1}
 
 
 def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict[str, Any], list[str]]:
@@ -134,7 +134,7 @@ def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict
     adamw, so that one base config, such as a movement config that ships PLATON, serves the paper's whole comparison.
     Soft movement and L0 falling back from platon also start their scores from |W|: what keeps the weights' size
     in their scores as PLATON does in movement's (without it they ended one class in 3 of 10 runs of 750 updates on
-    the MNLI split; docs/results.md), and L0 takes the AdamW learning rate measured for its gates (PLATON has none).
+    the MNLI split; docs/results.md), and they take the AdamW learning rate measured best for them (PLATON has none).
     A per-kind budget splits Top-v's budget, so the methods without Top-v (soft movement, L0) share one budget
     between heads and neurons instead. Frozen weights leave magnitude nothing to
     learn its masks by, so its cell trains them; of the cells (all at a target density) only soft movement's penalty
