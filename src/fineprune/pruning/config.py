@@ -83,7 +83,12 @@ class PruningConfig(BaseModel):
         "(rounded half up).",
     )
     scores_init: float | None = Field(None, description="Initial score (default 0; log 9 for l0).")
-    scores_learning_rate: float = Field(1e-2, gt=0, description="Learning rate of the scores' optimizer group.")
+    scores_learning_rate: float = Field(
+        1e-2,
+        gt=0,
+        description="Learning rate of the scores' optimizer group. With AdamW and a few hundred updates the best "
+        "measured on MNLI were 1e-1 for soft movement and 5e-2 for L0 (1e-2 leaves their masks near the start).",
+    )
     scores_init_from_weights: bool = Field(
         False,
         description="Start each score at scores_init + scores_init_scale * z, z the weight's |W| (block mean) "
