@@ -8,7 +8,7 @@
 #   scoreslr     soft movement: scores_learning_rate 1e-1 instead of 1e-2: with noisy gradients AdamW moves a score
 #                far less than its learning rate per update, and at 1e-2 the kept weights stay 83-91% those of the
 #                |W| start (magnitude's masks); ten times faster lets the task overturn more of them
-#   scoreslr3e-1 soft movement: scores_learning_rate 3e-1
+#   scoreslr5e-2, scoreslr3e-1  soft movement: scores_learning_rate 5e-2, 3e-1
 #   freeze_scoreslr  soft movement: frozen weights and scores_learning_rate 1e-1 together
 #   normalize_scoreslr  soft movement: the normalised penalty (as normalize) and scores_learning_rate 1e-1 together:
 #                without a teacher the task is not learnt at lr 1e-1: is the penalty (100x the loss) the cause?
@@ -22,7 +22,7 @@
 #   scoreslr1e-1 L0: scores_learning_rate 1e-1
 #   no_hidden    with the teacher only: distillation.alpha_hidden=0 (the logits alone; the configs add hidden states)
 #   local        pruning.scope=local (the configs select globally)
-# 74 runs with one seed (15 to 20 minutes each on a 2-core CPU, two side by side at one thread each). Results:
+# 78 runs with one seed (15 to 20 minutes each on a 2-core CPU, two side by side at one thread each). Results:
 # OUT/results.md, one line per run.
 #
 #   scripts/smvp_levers.sh MODEL_FOLDER [OUT] [--set KEY=VALUE ...]
@@ -81,6 +81,7 @@ for method in smvp l0; do
 done
 lever smvp normalize --set pruning.regularization_normalize=loss --set pruning.regularization_lambda=1 "$@"
 lever smvp scoreslr --set pruning.scores_learning_rate=0.1 "$@"
+lever smvp scoreslr5e-2 --set pruning.scores_learning_rate=0.05 "$@"
 lever smvp scoreslr3e-1 --set pruning.scores_learning_rate=0.3 "$@"
 lever smvp freeze_scoreslr --set pruning.freeze_weights=true --set pruning.scores_learning_rate=0.1 "$@"
 lever smvp normalize_scoreslr --set pruning.regularization_normalize=loss --set pruning.regularization_lambda=1 \

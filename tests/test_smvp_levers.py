@@ -38,6 +38,7 @@ LEVERS = {
     ("smvp", "local"): {"pruning.scope": "local"},
     ("smvp", "normalize"): {"pruning.regularization_normalize": "loss", "pruning.regularization_lambda": 1},
     ("smvp", "scoreslr"): {"pruning.scores_learning_rate": 0.1},
+    ("smvp", "scoreslr5e-2"): {"pruning.scores_learning_rate": 0.05},
     ("smvp", "scoreslr3e-1"): {"pruning.scores_learning_rate": 0.3},
     ("smvp", "freeze_scoreslr"): {"pruning.freeze_weights": True, "pruning.scores_learning_rate": 0.1},
     ("smvp", "normalize_scoreslr"): {
@@ -100,7 +101,7 @@ def test_every_run_is_valid_and_changes_its_lever_alone(tmp_path):
         for cell in cells
         if not (lever == "no_hidden" and cell[1] == "no_teacher")
     }
-    assert sorted(names) == sorted(expected) and len(names) == 74
+    assert sorted(names) == sorted(expected) and len(names) == 78
     assert names[:2] == ["dense", "dense_1epoch"]
 
     configs = {}

@@ -146,14 +146,17 @@ def pruning_for(base: dict[str, Any], method: str, density: float) -> tuple[dict
     if not takes_scores_update(method, rule):
         pruning["scores_update"] = "adamw"
         changes.append(f"scores_update {rule} -> adamw ({method} cannot take {rule})")
-        if rule == "platon" and method in SCORED_METHODS and not pruning.get("scores_init_from_weights"):
-            pruning["scores_init_from_weights"] = True
-            changes.append("scores_init_from_weights -> true (its scores start from |W|, as PLATON's do)")
-        wanted = ADAMW_SCORES_LEARNING_RATE.get(method) if rule == "platon" else None
-        given = pruning.get("scores_learning_rate", PruningConfig.model_fields["scores_learning_rate"].default)
-        if wanted is not None and given != wanted:
-            pruning["scores_learning_rate"] = wanted
-            changes.append(f"scores_learning_rate {given:g} -> {wanted:g} (platon has none; {method}'s best measured)")
+        if rule == "platon" and method in SCORED_METHODS:
+            if not pruning.get("scores_init_from_weights"):
+                pruning["scores_init_from_weights"] = True
+                changes.append("scores_init_from_weights -> true (its scores start from |W|, as PLATON's do)")
+            wanted = ADAMW_SCORES_LEARNING_RATE.get(method)
+            given = pruning.get("scores_learning_rate", PruningConfig.model_fields["scores_learning_rate"].default)
+            if wanted is not None and given != wanted:
+                pruning["scores_learning_rate"] = wanted
+                changes.append(
+                    f"scores_learning_rate {given:g} -> {wanted:g} (platon has none; {method}'s best measured)"
+                )
     normalize = pruning.get("regularization_normalize", "none")
     if normalize != "none" and method != "soft_movement":
         pruning["regularization_normalize"] = "none"
