@@ -301,3 +301,32 @@ def test_torch_speedup_is_the_ratio_of_median_cpu_times():
     assert torch_speedup(big, small, seq_len=32, repeats=5) > 3
     assert 0.5 < torch_speedup(small, small, seq_len=32, repeats=5) < 2
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(
+    ("task", "auto_class", "seq_len"),
+    [
+        ({"name": "squad", "max_seq_length": 384}, "AutoModelForQuestionAnswering", 384),
+        ({"name": "mnli"}, "AutoModelForSequenceClassification", 128),
+    ],
+)
+def test_compact_model_card_names_the_tasks_auto_class_and_window(task, auto_class, seq_len):
+    """A compact QA export is loaded with AutoModelForQuestionAnswering and timed at its own window, not a
+    classifier's class and 128 tokens."""
+    from fineprune.config import RunConfig
+    from fineprune.export.card import model_card
+
+    config = RunConfig.model_validate(
+        {
+            "model": {"name_or_path": "encoder"},
+            "task": task,
+            "pruning": {"method": "movement", "structure": "heads_neurons", "final_density": 0.25},
+            "training": {"output_dir": "run"},
+        }
+    )
+    report = {"remaining": 1, "total": 4, "density": 0.25, "layers": {}, "matrices": {}}
+    removal = {"parameters": 10, "parameters_before": 20, "heads": 2, "heads_before": 4}
+    removal |= {"ffn_neurons": 3, "ffn_neurons_before": 6, "layers": []}
+    card = model_card(config, report, {}, removal)
+    assert f"`{auto_class}.from_pretrained(DIR, trust_remote_code=True)`" in card
+    assert f"--seq-len {seq_len}`" in card

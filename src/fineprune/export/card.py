@@ -9,6 +9,8 @@ from fineprune.config import RunConfig, dump_config
 from fineprune.export.compact import model_card_section as compact_section
 from fineprune.export.compressed import COMPRESSED_NOTE, size_section
 from fineprune.export.onnx import model_card_section as onnx_section
+from fineprune.tasks import task_class
+from fineprune.tasks.presets import resolve
 
 
 def model_card(
@@ -69,7 +71,8 @@ def model_card(
         lines.append(f"| {layer} | {cells[0]} | {cells[1]} | {100 * density:.2f}% |")
     lines.append("")
     if compact:
-        lines += compact_section(compact)
+        task = resolve(config.task)[0]
+        lines += compact_section(compact, task_class(task).auto_class.__name__, task.max_seq_length)
     if compressed:
         lines += size_section(compressed)
     lines += ["## Configuration", "", "```yaml", dump_config(config).rstrip(), "```", ""]

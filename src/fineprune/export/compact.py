@@ -161,14 +161,15 @@ def save_compact(compacted: PreTrainedModel, out: Path) -> None:
     write_modeling_file(out)
 
 
-def model_card_section(report: dict) -> list[str]:
-    """Markdown lines for the model card: how to load the compact model, what it kept, and where its speed goes."""
+def model_card_section(report: dict, auto_class: str, seq_len: int) -> list[str]:
+    """Markdown lines for the model card: how to load the compact model (with ``auto_class``, its task's Auto class),
+    what it kept, and how to time it (at ``seq_len`` tokens, its task's window)."""
     lines = [
         "## Compact model",
         "",
         "The empty attention heads and FFN neurons are removed: load it with "
-        "`AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)` (or the Auto class of its "
-        "task); its code, `modeling_fineprune_compact.py`, needs only torch and transformers.",
+        f"`{auto_class}.from_pretrained(DIR, trust_remote_code=True)`; its code, `modeling_fineprune_compact.py`, "
+        "needs only torch and transformers.",
         "",
         f"**Parameters: {report['parameters']:,} (before removal: {report['parameters_before']:,}); "
         f"heads {report['heads']} of {report['heads_before']}; "
@@ -194,7 +195,7 @@ def model_card_section(report: dict) -> list[str]:
         ]
     lines += [
         "Measure it on the target machine against the dense model, e.g. "
-        "`fineprune bench DENSE_DIR DIR --batch-sizes 1,32 --seq-len 128` (the first folder is the reference).",
+        f"`fineprune bench DENSE_DIR DIR --batch-sizes 1,32 --seq-len {seq_len}` (the first folder is the reference).",
         "",
     ]
     return lines

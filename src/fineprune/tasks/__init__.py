@@ -15,7 +15,13 @@ from fineprune.tasks.qa import QuestionAnsweringTask
 
 HEAD_TASKS = (ClassificationTask, QuestionAnsweringTask)  # one per model head: auto_class, head_suffix
 
-__all__ = ["HEAD_TASKS", "Task", "TaskData", "load_task"]
+__all__ = ["HEAD_TASKS", "Task", "TaskData", "load_task", "task_class"]
+
+
+def task_class(section: TaskSection) -> type[Task]:
+    """The family of the task a config's ``task`` section names, without reading its examples: what knows its model
+    head (``auto_class``)."""
+    return QuestionAnsweringTask if resolve(section)[1].family == "qa" else ClassificationTask
 
 
 def load_task(section: TaskSection, training: bool = True) -> Task:
