@@ -21,9 +21,10 @@
 #                              dense/), exported compact with its ONNX graphs (structured_0.25_compact/), the int8
 #                              graph's EM/F1 (structured_0.25_compact_int8.json) and its latency against dense/ at 384
 #                              tokens, batch 1 and 32 (bench.md)
-# 15 runs: 3 dense, 12 pruned. On a 2-core CPU at 384 tokens a dense run of 3 epochs takes about 45 minutes and a
-# pruned one about 60 (docs/results.md), 10 epochs about 3.3 times that, 256 tokens about two thirds: about 18 hours
-# in all. On a GPU (DEVICE=) each run takes minutes. Results: OUT/results.md, one line per run.
+# 15 runs: 3 dense, 12 pruned. On a 2-core CPU at 384 tokens a dense run of 3 epochs took 19 minutes (two threads)
+# and a pruned one 41 to 44 (one thread, with another run beside it; docs/results.md); 10 epochs take about 3.3 times
+# that, 256 tokens about two thirds: most of a day in all. On a GPU (DEVICE=) each run takes minutes.
+# Results: OUT/results.md, one line per run.
 #
 #   scripts/squad_levers.sh MODEL_FOLDER [OUT] [--set KEY=VALUE ...]
 #
